@@ -1,0 +1,123 @@
+"""Values that cross stage boundaries: sources -> parse -> batch -> sink.
+
+Every type here is a frozen, slotted dataclass so that a stage can hand a value to the next one
+without either of them worrying about the other mutating it, and so that millions of them stay
+cheap. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class FileIdentity:
+    """Who a file is, independent of its path.
+
+    ``(dev, ino)`` alone is not enough: inodes are reused after deletion, so a fingerprint of the
+    first ``fingerprint_len`` bytes (a hex digest) tells a new file on an old inode apart. A file
+    shorter than the fingerprint window is fingerprinted over what it has; ``fingerprint_len`` says
+    how much that was so the comparison can be repeated once it grows.
+    """
+
+    dev: int
+    ino: int
+    fingerprint: str
+    fingerprint_len: int
+
+    @property
+    def key(self) -> str:
+        """Stable text key used in checkpoints, dead letters and deterministic ids."""
+        return f"{self.dev}:{self.ino}:{self.fingerprint[:16]}"
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    """A tailed file as the later stages see it: identity plus labels."""
+
+    source: str
+    path: str
+    identity: FileIdentity
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One complete line: the bytes between ``start`` and ``end`` of ``file``.
+
+    ``data`` has its terminating newline, a trailing CR and (at offset 0) a UTF-8 BOM removed.
+    ``end`` is the offset just after the newline, so committing ``end`` consumes the line.
+    ``oversize`` lines carry only a prefix of their bytes; they become dead letters.
+    """
+
+    file: FileRef
+    start: int
+    end: int
+    data: bytes
+    oversize: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """What the sink committed for one file identity, and what sources resume from.
+
+    ``tail_hash`` is a digest of up to 64 bytes just before ``offset``; if the bytes there differ
+    after a restart, the file was rewritten in place and is read again from the start.
+    """
+
+    identity: FileIdentity
+    path: str
+    source: str
+    offset: int
+    tail_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A typed row for one ``observability`` table, in the column order of ``contract.COLUMNS``.
+
+    ``merge`` is true for records that must be merged with another record of the same key
+    (trace start/end, span start); plain rows are COPYed. ``warnings`` names optional fields that
+    were invalid and kept only in ``metadata``.
+    """
+
+    table: str
+    values: tuple[Any, ...]
+    merge: bool = False
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A line that cannot become a row, and why (reason names field, expectation and value)."""
+
+    reason: str
+    field: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppLog:
+    """An ordinary application log line (no discriminator key): not a record."""
+
+    level: str | None = None
+
+
+ParseResult = Row | DeadLetter | AppLog
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A parsed line on its way to the sink: where it came from and what it became."""
+
+    line: Line
+    result: ParseResult
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The sink's word that everything in ``file`` before ``offset`` is committed."""
+
+    file: FileRef
+    offset: int
+    tail_hash: str
+    extra: dict[str, Any] = field(default_factory=dict)

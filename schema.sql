@@ -1,0 +1,318 @@
+-- hypertail schema, version 1.
+--
+-- Idempotent: every statement is guarded, so applying this file again changes nothing, and
+-- applying it over an older version adds what is missing (tables are created with their keys,
+-- then every column is added with ADD COLUMN IF NOT EXISTS).
+--
+-- Two modes, chosen by what the server has:
+--   * TimescaleDB available: the extension is created and the time-series tables become
+--     hypertables with the chunk intervals of the observability stories, plus compression and
+--     retention policies.
+--   * plain PostgreSQL: the same tables, keys and indexes, with a BRIN index on each time column.
+--
+-- Policy lengths come from session settings so that `hypertail migrate` can pass the configured
+-- values; with psql, run e.g. `SET hypertail.compress_after_days = '14';` first.
+--   hypertail.compress_after_days   (default 7)
+--   hypertail.retention_days        (default 90)
+--   hypertail.chat_retention_days   (default 365)
+--
+-- Every primary key and unique constraint of a time-series table includes its time column, as
+-- hypertables require. No foreign keys on hypertables.
+
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
+        CREATE EXTENSION IF NOT EXISTS timescaledb;
+    END IF;
+END
+$$;
+
+CREATE SCHEMA IF NOT EXISTS observability;
+CREATE SCHEMA IF NOT EXISTS hypertail;
+
+-- ---------------------------------------------------------------------------------------------
+-- observability.traces: one row per trace (root operation), merged from start and end records.
+CREATE TABLE IF NOT EXISTS observability.traces (
+    trace_id    varchar(32) NOT NULL,
+    "timestamp" timestamptz NOT NULL,
+    CONSTRAINT traces_pkey PRIMARY KEY (trace_id, "timestamp")
+);
+ALTER TABLE observability.traces
+    ADD COLUMN IF NOT EXISTS name                varchar(255) NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS operation_type      varchar(50),
+    ADD COLUMN IF NOT EXISTS user_id             uuid,
+    ADD COLUMN IF NOT EXISTS session_id          varchar(255),
+    ADD COLUMN IF NOT EXISTS kb_id               uuid,
+    ADD COLUMN IF NOT EXISTS status              varchar(20) NOT NULL DEFAULT 'in_progress',
+    ADD COLUMN IF NOT EXISTS ended_at            timestamptz,
+    ADD COLUMN IF NOT EXISTS duration_ms         integer,
+    ADD COLUMN IF NOT EXISTS error_type          varchar(255),
+    ADD COLUMN IF NOT EXISTS error_message       text,
+    ADD COLUMN IF NOT EXISTS total_input_tokens  integer,
+    ADD COLUMN IF NOT EXISTS total_output_tokens integer,
+    ADD COLUMN IF NOT EXISTS total_cost_usd      numeric(10, 6),
+    ADD COLUMN IF NOT EXISTS metadata            jsonb NOT NULL DEFAULT '{}'::jsonb,
+    ADD COLUMN IF NOT EXISTS synced_to_langfuse  boolean NOT NULL DEFAULT false;
+
+CREATE INDEX IF NOT EXISTS idx_traces_trace_id       ON observability.traces (trace_id);
+CREATE INDEX IF NOT EXISTS idx_traces_user_id        ON observability.traces (user_id, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_traces_kb_id          ON observability.traces (kb_id, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_traces_session_id     ON observability.traces (session_id, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_traces_operation_type ON observability.traces (operation_type, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_traces_status         ON observability.traces (status, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_traces_error          ON observability.traces ("timestamp" DESC)
+    WHERE status = 'failed';
+
+-- ---------------------------------------------------------------------------------------------
+-- observability.spans: one row per operation inside a trace (LLM calls, retrieval, parsing...).
+CREATE TABLE IF NOT EXISTS observability.spans (
+    span_id     varchar(16) NOT NULL,
+    "timestamp" timestamptz NOT NULL,
+    CONSTRAINT spans_pkey PRIMARY KEY (span_id, "timestamp")
+);
+ALTER TABLE observability.spans
+    ADD COLUMN IF NOT EXISTS trace_id        varchar(32) NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS parent_span_id  varchar(16),
+    ADD COLUMN IF NOT EXISTS name            varchar(255) NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS span_type       varchar(50) NOT NULL DEFAULT 'custom',
+    ADD COLUMN IF NOT EXISTS status          varchar(20) NOT NULL DEFAULT 'in_progress',
+    ADD COLUMN IF NOT EXISTS duration_ms     integer,
+    ADD COLUMN IF NOT EXISTS error_type      varchar(255),
+    ADD COLUMN IF NOT EXISTS error_message   text,
+    ADD COLUMN IF NOT EXISTS model           varchar(100),
+    ADD COLUMN IF NOT EXISTS input_tokens    integer,
+    ADD COLUMN IF NOT EXISTS output_tokens   integer,
+    ADD COLUMN IF NOT EXISTS cost_usd        numeric(10, 6),
+    ADD COLUMN IF NOT EXISTS temperature     double precision,
+    ADD COLUMN IF NOT EXISTS input_preview   varchar(500),
+    ADD COLUMN IF NOT EXISTS output_preview  varchar(500),
+    ADD COLUMN IF NOT EXISTS document_id     uuid,
+    ADD COLUMN IF NOT EXISTS chunk_count     integer,
+    ADD COLUMN IF NOT EXISTS result_count    integer,
+    ADD COLUMN IF NOT EXISTS metadata        jsonb NOT NULL DEFAULT '{}'::jsonb;
+
+CREATE INDEX IF NOT EXISTS idx_spans_trace_id  ON observability.spans (trace_id);
+CREATE INDEX IF NOT EXISTS idx_spans_parent    ON observability.spans (parent_span_id);
+CREATE INDEX IF NOT EXISTS idx_spans_span_type ON observability.spans (span_type, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_spans_model     ON observability.spans (model, "timestamp" DESC)
+    WHERE model IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_spans_status    ON observability.spans (status, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_spans_document_id ON observability.spans (document_id)
+    WHERE document_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_spans_error     ON observability.spans ("timestamp" DESC)
+    WHERE status = 'failed';
+
+-- ---------------------------------------------------------------------------------------------
+-- observability.chat_messages: conversation turns with their sources and citations.
+CREATE TABLE IF NOT EXISTS observability.chat_messages (
+    id          uuid NOT NULL,
+    "timestamp" timestamptz NOT NULL,
+    CONSTRAINT chat_messages_pkey PRIMARY KEY (id, "timestamp")
+);
+ALTER TABLE observability.chat_messages
+    ADD COLUMN IF NOT EXISTS trace_id         varchar(32),
+    ADD COLUMN IF NOT EXISTS span_id          varchar(16),
+    ADD COLUMN IF NOT EXISTS user_id          uuid,
+    ADD COLUMN IF NOT EXISTS kb_id            uuid,
+    ADD COLUMN IF NOT EXISTS session_id       varchar(255),
+    ADD COLUMN IF NOT EXISTS conversation_id  varchar(255),
+    ADD COLUMN IF NOT EXISTS turn_number      integer,
+    ADD COLUMN IF NOT EXISTS role             varchar(20) NOT NULL DEFAULT 'user',
+    ADD COLUMN IF NOT EXISTS content          text NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS input_tokens     integer,
+    ADD COLUMN IF NOT EXISTS output_tokens    integer,
+    ADD COLUMN IF NOT EXISTS model            varchar(100),
+    ADD COLUMN IF NOT EXISTS latency_ms       integer,
+    ADD COLUMN IF NOT EXISTS sources          jsonb,
+    ADD COLUMN IF NOT EXISTS citations        jsonb,
+    ADD COLUMN IF NOT EXISTS feedback_type    varchar(20),
+    ADD COLUMN IF NOT EXISTS feedback_comment text,
+    ADD COLUMN IF NOT EXISTS metadata         jsonb NOT NULL DEFAULT '{}'::jsonb;
+
+CREATE INDEX IF NOT EXISTS idx_chat_trace_id        ON observability.chat_messages (trace_id);
+CREATE INDEX IF NOT EXISTS idx_chat_user_id         ON observability.chat_messages (user_id, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_chat_kb_id           ON observability.chat_messages (kb_id, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_chat_session_id      ON observability.chat_messages (session_id, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_chat_conversation_id ON observability.chat_messages (conversation_id, turn_number);
+
+-- ---------------------------------------------------------------------------------------------
+-- observability.document_events: one row per document-processing step.
+CREATE TABLE IF NOT EXISTS observability.document_events (
+    id          uuid NOT NULL,
+    "timestamp" timestamptz NOT NULL,
+    CONSTRAINT document_events_pkey PRIMARY KEY (id, "timestamp")
+);
+ALTER TABLE observability.document_events
+    ADD COLUMN IF NOT EXISTS trace_id        varchar(32),
+    ADD COLUMN IF NOT EXISTS document_id     uuid,
+    ADD COLUMN IF NOT EXISTS kb_id           uuid,
+    ADD COLUMN IF NOT EXISTS event_type      varchar(50) NOT NULL DEFAULT 'unknown',
+    ADD COLUMN IF NOT EXISTS status          varchar(20) NOT NULL DEFAULT 'completed',
+    ADD COLUMN IF NOT EXISTS duration_ms     integer,
+    ADD COLUMN IF NOT EXISTS chunk_count     integer,
+    ADD COLUMN IF NOT EXISTS token_count     integer,
+    ADD COLUMN IF NOT EXISTS page_count      integer,
+    ADD COLUMN IF NOT EXISTS file_size_bytes bigint,
+    ADD COLUMN IF NOT EXISTS error_message   text,
+    ADD COLUMN IF NOT EXISTS metadata        jsonb NOT NULL DEFAULT '{}'::jsonb;
+
+CREATE INDEX IF NOT EXISTS idx_doc_events_trace_id    ON observability.document_events (trace_id);
+CREATE INDEX IF NOT EXISTS idx_doc_events_document_id ON observability.document_events (document_id, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_doc_events_kb_id       ON observability.document_events (kb_id, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_doc_events_event_type  ON observability.document_events (event_type, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_doc_events_status      ON observability.document_events (status, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_doc_events_error       ON observability.document_events ("timestamp" DESC)
+    WHERE status = 'failed';
+
+-- ---------------------------------------------------------------------------------------------
+-- observability.metrics_aggregates: pre-computed rollups (count, sum, min, max, avg, percentiles).
+-- `dimensions` holds the bucket width ("granularity") and the dimension values of the group.
+CREATE TABLE IF NOT EXISTS observability.metrics_aggregates (
+    id          uuid NOT NULL DEFAULT gen_random_uuid(),
+    bucket      timestamptz NOT NULL,
+    metric_type varchar(100) NOT NULL,
+    dimensions  jsonb NOT NULL DEFAULT '{}'::jsonb,
+    CONSTRAINT metrics_aggregates_pkey PRIMARY KEY (id, bucket),
+    CONSTRAINT uq_metrics_aggregates_bucket_type_dims UNIQUE (bucket, metric_type, dimensions)
+);
+ALTER TABLE observability.metrics_aggregates
+    ADD COLUMN IF NOT EXISTS count      bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS sum        double precision,
+    ADD COLUMN IF NOT EXISTS min        double precision,
+    ADD COLUMN IF NOT EXISTS max        double precision,
+    ADD COLUMN IF NOT EXISTS avg        double precision,
+    ADD COLUMN IF NOT EXISTS p50        double precision,
+    ADD COLUMN IF NOT EXISTS p95        double precision,
+    ADD COLUMN IF NOT EXISTS p99        double precision,
+    ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
+
+CREATE INDEX IF NOT EXISTS idx_metrics_type_bucket ON observability.metrics_aggregates (metric_type, bucket DESC);
+CREATE INDEX IF NOT EXISTS idx_metrics_dimensions  ON observability.metrics_aggregates USING gin (dimensions);
+
+-- ---------------------------------------------------------------------------------------------
+-- observability.provider_sync_status: sync state per (provider, entity). hypertail reports one
+-- row per (agent, source file) here. A regular table, not a hypertable.
+CREATE TABLE IF NOT EXISTS observability.provider_sync_status (
+    id            uuid NOT NULL DEFAULT gen_random_uuid(),
+    provider_name varchar(50) NOT NULL,
+    entity_type   varchar(50) NOT NULL,
+    entity_id     varchar(255) NOT NULL,
+    CONSTRAINT provider_sync_status_pkey PRIMARY KEY (id),
+    CONSTRAINT uq_provider_sync_status_entity UNIQUE (provider_name, entity_type, entity_id)
+);
+ALTER TABLE observability.provider_sync_status
+    ADD COLUMN IF NOT EXISTS last_synced_at timestamptz,
+    ADD COLUMN IF NOT EXISTS sync_status    varchar(20) NOT NULL DEFAULT 'pending',
+    ADD COLUMN IF NOT EXISTS error_message  text,
+    ADD COLUMN IF NOT EXISTS retry_count    integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS created_at     timestamptz NOT NULL DEFAULT now(),
+    ADD COLUMN IF NOT EXISTS updated_at     timestamptz NOT NULL DEFAULT now();
+
+CREATE INDEX IF NOT EXISTS idx_sync_status_status ON observability.provider_sync_status (sync_status);
+
+-- ---------------------------------------------------------------------------------------------
+-- Agent state: schema `hypertail`.
+CREATE TABLE IF NOT EXISTS hypertail.schema_version (
+    version    integer NOT NULL,
+    CONSTRAINT schema_version_pkey PRIMARY KEY (version)
+);
+ALTER TABLE hypertail.schema_version
+    ADD COLUMN IF NOT EXISTS applied_at timestamptz NOT NULL DEFAULT now();
+INSERT INTO hypertail.schema_version (version) VALUES (1) ON CONFLICT (version) DO NOTHING;
+
+-- One row per tailed file identity; `committed_offset` moves in the same transaction as the rows.
+CREATE TABLE IF NOT EXISTS hypertail.checkpoints (
+    file_key text NOT NULL,
+    CONSTRAINT checkpoints_pkey PRIMARY KEY (file_key)
+);
+ALTER TABLE hypertail.checkpoints
+    ADD COLUMN IF NOT EXISTS agent_id         text NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS source           text NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS path             text NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS device           bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS inode            bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS fingerprint      text NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS fingerprint_len  integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS committed_offset bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS tail_hash        text NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS updated_at       timestamptz NOT NULL DEFAULT now();
+
+CREATE INDEX IF NOT EXISTS idx_checkpoints_agent ON hypertail.checkpoints (agent_id);
+
+-- Lines that could not become rows, with where they came from and why.
+CREATE TABLE IF NOT EXISTS hypertail.dead_letters (
+    id bigint GENERATED BY DEFAULT AS IDENTITY,
+    CONSTRAINT dead_letters_pkey PRIMARY KEY (id)
+);
+ALTER TABLE hypertail.dead_letters
+    ADD COLUMN IF NOT EXISTS received_at timestamptz NOT NULL DEFAULT now(),
+    ADD COLUMN IF NOT EXISTS agent_id    text NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS source      text NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS path        text NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS file_key    text NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS byte_offset bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS line_length bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS reason      text NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS field       text,
+    ADD COLUMN IF NOT EXISTS raw         bytea;
+
+CREATE UNIQUE INDEX IF NOT EXISTS uq_dead_letters_origin ON hypertail.dead_letters (file_key, byte_offset);
+CREATE INDEX IF NOT EXISTS idx_dead_letters_received ON hypertail.dead_letters (received_at DESC);
+
+-- ---------------------------------------------------------------------------------------------
+-- Time-series layout: hypertables with TimescaleDB, BRIN indexes without it.
+DO $$
+DECLARE
+    compress_after interval := make_interval(days =>
+        coalesce(nullif(current_setting('hypertail.compress_after_days', true), ''), '7')::int);
+    retain interval := make_interval(days =>
+        coalesce(nullif(current_setting('hypertail.retention_days', true), ''), '90')::int);
+    retain_chat interval := make_interval(days =>
+        coalesce(nullif(current_setting('hypertail.chat_retention_days', true), ''), '365')::int);
+    t record;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
+        FOR t IN
+            SELECT * FROM (VALUES
+                ('observability.traces',             'timestamp', INTERVAL '1 day',  'trace_id', true),
+                ('observability.spans',              'timestamp', INTERVAL '1 day',  'trace_id', true),
+                ('observability.document_events',    'timestamp', INTERVAL '1 day',  'kb_id',    true),
+                ('observability.chat_messages',      'timestamp', INTERVAL '7 days', 'conversation_id', false),
+                ('observability.metrics_aggregates', 'bucket',    INTERVAL '7 days', 'metric_type', true)
+            ) AS v(tbl, time_col, chunk, segment_by, default_retention)
+        LOOP
+            PERFORM create_hypertable(t.tbl::regclass, t.time_col,
+                                      chunk_time_interval => t.chunk,
+                                      if_not_exists => TRUE);
+            IF NOT EXISTS (
+                SELECT 1 FROM timescaledb_information.hypertables h
+                WHERE format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass = t.tbl::regclass
+                  AND h.compression_enabled
+            ) THEN
+                EXECUTE format(
+                    'ALTER TABLE %s SET (timescaledb.compress, timescaledb.compress_segmentby = %L, '
+                    'timescaledb.compress_orderby = %L)',
+                    t.tbl, t.segment_by, format('%I DESC', t.time_col));
+            END IF;
+            PERFORM add_compression_policy(t.tbl::regclass, compress_after, if_not_exists => TRUE);
+            PERFORM add_retention_policy(t.tbl::regclass,
+                                         CASE WHEN t.default_retention THEN retain ELSE retain_chat END,
+                                         if_not_exists => TRUE);
+        END LOOP;
+        RAISE NOTICE 'hypertail schema: TimescaleDB % mode',
+            (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb');
+    ELSE
+        CREATE INDEX IF NOT EXISTS brin_traces_timestamp
+            ON observability.traces USING brin ("timestamp");
+        CREATE INDEX IF NOT EXISTS brin_spans_timestamp
+            ON observability.spans USING brin ("timestamp");
+        CREATE INDEX IF NOT EXISTS brin_chat_messages_timestamp
+            ON observability.chat_messages USING brin ("timestamp");
+        CREATE INDEX IF NOT EXISTS brin_document_events_timestamp
+            ON observability.document_events USING brin ("timestamp");
+        CREATE INDEX IF NOT EXISTS brin_metrics_aggregates_bucket
+            ON observability.metrics_aggregates USING brin (bucket);
+        RAISE NOTICE 'hypertail schema: plain PostgreSQL mode (TimescaleDB not available)';
+    END IF;
+END
+$$;

@@ -1,0 +1,79 @@
+"""Shared fixtures: one database server per session, one fresh database per test."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.pgserver import TestServer, start_test_server
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_SQL = (ROOT / "schema.sql").read_text()
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[TestServer]:
+    """The session's PostgreSQL (or TimescaleDB) server."""
+    server = start_test_server()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+async def _create_database(server: TestServer, name: str) -> None:
+    conn = await asyncpg.connect(server.admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_database(server: TestServer, name: str) -> None:
+    conn = await asyncpg.connect(server.admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def empty_dsn(pg_server: TestServer) -> AsyncIterator[str]:
+    """DSN of a fresh, empty database (no schema applied), dropped after the test."""
+    name = f"ht_{os.getpid()}_{next(_counter)}"
+    await _create_database(pg_server, name)
+    try:
+        yield pg_server.dsn_for(name)
+    finally:
+        if pg_server.restartable:
+            pg_server.start()  # a test may have left the server stopped
+        await _drop_database(pg_server, name)
+
+
+@pytest.fixture
+async def dsn(empty_dsn: str) -> str:
+    """DSN of a fresh database with schema.sql applied."""
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        await conn.execute("SET client_min_messages = warning")
+        await conn.execute(SCHEMA_SQL)
+    finally:
+        await conn.close()
+    return empty_dsn
+
+
+@pytest.fixture
+async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """An asyncpg connection to the per-test database (schema applied)."""
+    c = await asyncpg.connect(dsn)
+    try:
+        yield c
+    finally:
+        await c.close()

