@@ -72,11 +72,13 @@ def _docker_answers() -> bool:
 
 
 def _start_docker() -> TestServer:
-    from testcontainers.postgres import PostgresContainer
+    from testcontainers.community.postgres import PostgresContainer
 
-    container = PostgresContainer(TIMESCALE_IMAGE, username="postgres", password="postgres", dbname="postgres")
+    container = PostgresContainer(
+        TIMESCALE_IMAGE, username="postgres", password="postgres", dbname="postgres", driver=None
+    )
     container.start()
-    url = container.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
+    url = container.get_connection_url()
     server = TestServer(admin_dsn=url, kind="docker", _handle=container)
     server._cleanup.append(container.stop)
     return server

@@ -1,0 +1,293 @@
+"""Configuration: a TOML file, overridden by ``HYPERTAIL_<SECTION>__<KEY>`` environment variables.
+
+Strict on purpose: an unknown key or a wrong type is an error that names the TOML key path and
+the bad value, because a log shipper that silently ignores a typo (``max_age_ms`` spelled
+``max_agems``) loses data in production. Secrets never come from the TOML file: the database
+password comes from ``password_file``, ``HYPERTAIL_DATABASE__PASSWORD`` or ``PGPASSWORD``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from agent.errors import ConfigError
+
+ENV_PREFIX = "HYPERTAIL_"
+CONFIG_ENV = "HYPERTAIL_CONFIG"
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    """Where rows go. Leave ``dsn`` unset to run against an embedded PostgreSQL."""
+
+    dsn: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    sslrootcert: Path | None = None
+    sslcert: Path | None = None
+    sslkey: Path | None = None
+    pool_size: int = Field(default=2, ge=1, le=32)
+    statement_timeout_ms: int = Field(default=30_000, ge=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_is_postgres(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("postgres://", "postgresql://")):
+            raise ValueError("must start with postgresql:// (a libpq URI)")
+        return v
+
+    def resolved_password(self) -> str | None:
+        """The password from the environment setting or the password file, if any."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            return self.password_file.read_text().strip()
+        return None
+
+
+class SourceSettings(_Section):
+    """One group of files to tail. ``paths`` and ``exclude`` are globs; ``**`` crosses folders."""
+
+    name: str = Field(min_length=1)
+    paths: list[str] = Field(min_length=1)
+    exclude: list[str] = Field(default_factory=list)
+    start_at: Literal["beginning", "end"] = "beginning"
+    record_type_key: str = Field(default="record_type", min_length=1)
+
+    @field_validator("paths")
+    @classmethod
+    def _no_empty_globs(cls, v: list[str]) -> list[str]:
+        if any(not p.strip() for p in v):
+            raise ValueError("globs must not be empty strings")
+        return v
+
+
+class TailSettings(_Section):
+    """How files are read. The defaults suit ordinary application logs."""
+
+    max_line_bytes: int = Field(default=1 << 20, ge=1024)
+    max_open_files: int = Field(default=256, ge=1)
+    rescan_interval_ms: int = Field(default=1000, ge=10)
+    use_events: bool = True
+    rotate_grace_ms: int = Field(default=5000, ge=0)
+
+
+class BatchSettings(_Section):
+    """When a batch is flushed, and how much may wait in memory before reading pauses."""
+
+    max_rows: int = Field(default=5000, ge=1)
+    max_bytes: int = Field(default=4 << 20, ge=1024)
+    max_age_ms: int = Field(default=200, ge=1)
+    memory_budget_bytes: int = Field(default=64 << 20, ge=1 << 20)
+
+
+class AgentSettings(_Section):
+    """Who this agent is (ids derived from it must stay stable across restarts)."""
+
+    id: str = Field(default_factory=socket.gethostname, min_length=1)
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    data_dir: Path | None = None
+
+
+class HttpSettings(_Section):
+    """Probes and Prometheus metrics."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:8686"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port with a port from 1 to 65535, e.g. 0.0.0.0:8686")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class SchemaSettings(_Section):
+    """Schema management. Turn ``apply_on_start`` off when the agent's role may not run DDL."""
+
+    apply_on_start: bool = True
+    compress_after_days: int = Field(default=7, ge=1)
+    retention_days: int = Field(default=90, ge=1)
+    chat_retention_days: int = Field(default=365, ge=1)
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    sources: list[SourceSettings] = Field(default_factory=list)
+    tail: TailSettings = Field(default_factory=TailSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    schema_: SchemaSettings = Field(default_factory=SchemaSettings, alias="schema")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first: it beats the file (passed as init kwargs).
+        return (env_settings, init_settings)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, v: list[SourceSettings]) -> list[SourceSettings]:
+        names = [s.name for s in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
+        return v
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found", key=None, value=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}", value=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}", value=str(path)) from None
+
+
+def _loc_to_key(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + ("schema" if part == "schema_" else part)
+    return out
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(p).rstrip("_").upper() for p in loc)
+
+
+def _shorten(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _format_errors(origin: str, exc: ValidationError) -> ConfigError:
+    lines = []
+    first_key: str | None = None
+    first_value: object = None
+    for err in exc.errors():
+        key = _loc_to_key(tuple(err["loc"])) or "(top level)"
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+        env_name = _env_name(err["loc"])
+        if env_name in os.environ:
+            msg += f" [from {env_name}]"
+        if "password" in key:
+            value = "***"
+        lines.append(f"{origin}: {key}: {msg} (got {_shorten(value)})")
+        if first_key is None:
+            first_key, first_value = key, value
+    return ConfigError("\n".join(lines), key=first_key, value=first_value)
+
+
+def _reject_toml_secrets(data: Mapping[str, Any], origin: str) -> None:
+    db = data.get("database")
+    if not isinstance(db, Mapping):
+        return
+    if "password" in db:
+        raise ConfigError(
+            f"{origin}: database.password: secrets must not be in the config file; use "
+            "database.password_file, HYPERTAIL_DATABASE__PASSWORD or PGPASSWORD",
+            key="database.password",
+            value="***",
+        )
+    dsn = db.get("dsn")
+    if isinstance(dsn, str) and urlsplit(dsn).password:
+        raise ConfigError(
+            f"{origin}: database.dsn: contains a password; remove it from the file and use "
+            "database.password_file, HYPERTAIL_DATABASE__PASSWORD or PGPASSWORD",
+            key="database.dsn",
+            value=mask_dsn(dsn),
+        )
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Load the TOML file at ``path`` (or ``$HYPERTAIL_CONFIG``), then apply the environment.
+
+    Raises :class:`ConfigError` naming the key path and the bad value on any problem.
+    """
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = os.environ[CONFIG_ENV]
+    data: dict[str, Any] = {}
+    origin = "environment"
+    if path is not None:
+        p = Path(path)
+        data = _read_toml(p)
+        origin = str(p)
+        _reject_toml_secrets(data, origin)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise _format_errors(origin, exc) from None
+
+
+def mask_dsn(dsn: str) -> str:
+    """The DSN with any password replaced by ``***`` (for logs, status and errors)."""
+    parts = urlsplit(dsn)
+    if not parts.password:
+        return dsn
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return dsn.replace(parts.netloc, f"{user}:***@{hostinfo}", 1)
+
+
+def effective_config(settings: Settings) -> dict[str, Any]:
+    """The configuration as plain data with secrets masked (for ``check-config``)."""
+    data = settings.model_dump(mode="json", by_alias=True)
+    db = data["database"]
+    if db.get("password"):
+        db["password"] = "***"
+    if db.get("dsn"):
+        db["dsn"] = mask_dsn(db["dsn"])
+    return data
