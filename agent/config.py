@@ -43,6 +43,8 @@ class DatabaseSettings(_Section):
     pool_size: int = Field(default=2, ge=1, le=32)
     statement_timeout_ms: int = Field(default=30_000, ge=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
+    retry_initial_ms: int = Field(default=100, ge=1)
+    retry_max_ms: int = Field(default=5000, ge=1)
 
     @field_validator("dsn")
     @classmethod

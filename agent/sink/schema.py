@@ -63,8 +63,9 @@ async def installed_version(conn: asyncpg.Connection) -> int | None:
 def grants_for(role: str) -> str:
     """Least-privilege GRANTs for an ingest role, as SQL text.
 
-    INSERT where COPY writes; SELECT+UPDATE only where merges upsert (traces and spans merge
-    start and end records; the rollup and sync-status tables are upserted); the state schema
+    INSERT where COPY writes (plus SELECT, which the per-connection staging tables need for
+    ``CREATE TEMP TABLE ... (LIKE ...)``); UPDATE only where merges upsert (traces and spans
+    merge start and end records; the rollup and sync-status tables are upserted); the state schema
     needs read/write on checkpoints and insert on dead letters; TEMPORARY for the staging table
     that conflicting batches fall back to.
     """
@@ -72,7 +73,7 @@ def grants_for(role: str) -> str:
     obs = "observability"
     lines = [
         f"GRANT USAGE ON SCHEMA {obs}, hypertail TO {r};",
-        f"GRANT INSERT ON {obs}.chat_messages, {obs}.document_events TO {r};",
+        f"GRANT SELECT, INSERT ON {obs}.chat_messages, {obs}.document_events TO {r};",
         f"GRANT SELECT, INSERT, UPDATE ON {obs}.traces, {obs}.spans TO {r};",
         f"GRANT SELECT, INSERT, UPDATE ON {obs}.metrics_aggregates, {obs}.provider_sync_status TO {r};",
         f"GRANT SELECT ON hypertail.schema_version TO {r};",

@@ -1,0 +1,1 @@
+"""Operating the agent: its own logs, Prometheus metrics, probes, rollups and sync status."""

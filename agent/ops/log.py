@@ -1,0 +1,58 @@
+"""The agent's own logs: structlog JSON on stdout, one object per line, dotted event names.
+
+Every event name the agent emits is listed in ``EVENTS`` (and documented in docs/events.md), so
+operators can alert on them and a test can check that nothing logs an undocumented name.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import orjson
+import structlog
+
+EVENTS = {
+    "agent.starting": "the agent starts: version, agent id, sources, database (password masked)",
+    "agent.ready": "schema checked and checkpoints loaded; tailing begins",
+    "agent.stopping": "a signal arrived; reading stops, the pipe drains",
+    "agent.stopped": "clean exit after the final commit",
+    "agent.forced_exit": "a second signal: exit at once (uncommitted lines are read again next start)",
+    "agent.shutdown_timeout": "draining took longer than agent.shutdown_timeout_s",
+    "agent.idle_exit": "--exit-when-idle: everything committed and quiet for the grace period",
+    "db.mode": "storage mode: TimescaleDB <version> or plain PostgreSQL",
+    "db.embedded": "no database.dsn: the embedded PostgreSQL is used (its DSN)",
+    "db.retry": "a batch or connection failed transiently; retrying after a backoff",
+    "db.stalled": "privileges, authentication or a missing object: ingestion waits for a human",
+    "db.recovered": "the database accepted a commit again after failures",
+    "batch.committed": "a batch committed: rows per table, dead letters, attempts, latency",
+    "batch.split": "the database refused data: the batch was split to isolate the poison rows",
+    "line.dead_letter": "a line became a dead letter: file, byte offset, reason",
+    "source.event": "an event from the tailing engine (rotation, truncation, permission...)",
+    "http.listening": "probes and metrics are served on this address",
+    "rollup.done": "the metrics rollup aggregated buckets",
+    "rollup.failed": "the metrics rollup failed; it runs again at the next interval",
+    "sync.failed": "updating provider_sync_status failed; retried at the next interval",
+}
+
+
+def configure_logging(level: str = "info") -> None:
+    """Route structlog (and stdlib logging) to stdout as JSON lines rendered by orjson."""
+    logging.basicConfig(stream=sys.stdout, level=getattr(logging, level.upper(), logging.INFO), format="%(message)s")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(serializer=orjson.dumps),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
+        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(**bind: Any) -> Any:
+    return structlog.get_logger("hypertail").bind(**bind)

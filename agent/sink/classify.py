@@ -1,0 +1,49 @@
+"""Classify driver errors once, by SQLSTATE and by client-side cause.
+
+Each class says what the caller does: retry with backoff (:class:`RetryableError`), split the
+batch to find the poison rows (:class:`DataError`), or stall until a human acts
+(:class:`StallError`). Nothing else in the agent inspects asyncpg exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from agent.errors import DataError, RetryableError, SinkError, StallError
+
+# SQLSTATE classes and codes, per PostgreSQL's Appendix A.
+_RETRY_CLASSES = ("08", "53", "57", "58", "40", "55", "XX")
+_DATA_CLASSES = ("22", "23")
+_STALL_CLASSES = ("28", "42", "3D", "3F", "0L", "0P", "44")
+_RETRY_CODES = {"57014"}  # query_canceled (statement_timeout) is class 57 anyway; listed for clarity
+
+
+def classify(exc: BaseException) -> SinkError:
+    """The :class:`SinkError` subclass for ``exc``, carrying its SQLSTATE and message."""
+    if isinstance(exc, SinkError):
+        return exc
+    if isinstance(exc, asyncpg.PostgresError):
+        return _classify_server(exc)
+    if isinstance(exc, asyncpg.exceptions.DataError | ValueError | TypeError | OverflowError | UnicodeError):
+        # Client-side encode failures (asyncpg.DataError: "invalid input for query argument").
+        return DataError(f"client-side encode error: {type(exc).__name__}: {exc}")
+    if isinstance(exc, OSError | asyncio.TimeoutError | asyncpg.InterfaceError | ConnectionError | EOFError):
+        return RetryableError(f"connection problem: {type(exc).__name__}: {exc}")
+    return RetryableError(f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+def _classify_server(exc: asyncpg.PostgresError) -> SinkError:
+    state = str(getattr(exc, "sqlstate", "") or "")
+    message = f"{state} {type(exc).__name__}: {exc}"
+    detail = getattr(exc, "detail", None)
+    if detail:
+        message += f" ({detail})"
+    if state in _RETRY_CODES or state.startswith(_RETRY_CLASSES):
+        return RetryableError(message, sqlstate=state)
+    if state.startswith(_DATA_CLASSES):
+        return DataError(message, sqlstate=state)
+    if state.startswith(_STALL_CLASSES):
+        return StallError(message, sqlstate=state)
+    return RetryableError(message, sqlstate=state)

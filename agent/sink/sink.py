@@ -1,0 +1,162 @@
+"""The sink as the runner sees it: connect, load checkpoints, commit forever.
+
+``commit`` never gives up and never drops: transient failures wait with capped exponential
+backoff and full jitter; errors only a human can fix (privileges, a missing table) stall with
+``health.stalled`` set so readiness turns false, and are retried on the same schedule so
+ingestion resumes by itself once the GRANT arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from agent.config import Settings
+from agent.errors import RetryableError, SinkError, StallError
+from agent.model import Checkpoint, FileIdentity, FileRef, Item
+from agent.sink.classify import classify
+from agent.sink.connect import connect_kwargs
+from agent.sink.schema import SCHEMA_VERSION, apply_schema, detect_mode, installed_version
+from agent.sink.writer import CommitStats, Writer
+
+OnRetry = Callable[[SinkError, int, float], None]
+
+
+@dataclass(slots=True)
+class SinkHealth:
+    """What probes and metrics need to know about the database side."""
+
+    connected: bool = False
+    stalled: str | None = None
+    last_error: str | None = None
+    last_commit: float | None = None
+    retries: dict[str, int] = field(default_factory=dict)
+    consecutive_failures: int = 0
+    mode: str | None = None
+
+
+class Sink:
+    """One ingest connection, reconnected on demand; batches committed with retries."""
+
+    def __init__(self, settings: Settings, dsn: str, tail_hash: Callable[[FileRef, int], str]) -> None:
+        self.settings = settings
+        self.dsn = dsn
+        self.tail_hash = tail_hash
+        self.health = SinkHealth()
+        self.on_retry: OnRetry | None = None
+        self._writer: Writer | None = None
+
+    async def _connection(self) -> Writer:
+        if self._writer is None or self._writer.conn.is_closed():
+            try:
+                conn = await asyncpg.connect(**connect_kwargs(self.settings.database, self.dsn))
+            except Exception as exc:
+                raise classify(exc) from exc
+            writer = Writer(conn, self.settings.agent.id, self.tail_hash)
+            try:
+                await writer.prepare()
+            except Exception as exc:
+                await conn.close(timeout=1)
+                raise classify(exc) from exc
+            self._writer = writer
+            self.health.connected = True
+        return self._writer
+
+    async def _drop_connection(self) -> None:
+        writer, self._writer = self._writer, None
+        self.health.connected = False
+        if writer is not None and not writer.conn.is_closed():
+            writer.conn.terminate()
+
+    def _backoff(self, attempt: int) -> float:
+        db = self.settings.database
+        cap = db.retry_max_ms / 1000
+        return random.uniform(0, min(cap, db.retry_initial_ms / 1000 * 2 ** min(attempt, 30)))
+
+    async def _failed(self, err: SinkError) -> None:
+        """Record a failure, drop the connection if it may be broken, and wait."""
+        kind = "stall" if isinstance(err, StallError) else "retryable"
+        self.health.retries[kind] = self.health.retries.get(kind, 0) + 1
+        self.health.last_error = str(err)
+        self.health.stalled = str(err) if isinstance(err, StallError) else None
+        if isinstance(err, RetryableError):
+            await self._drop_connection()
+        delay = self._backoff(self.health.consecutive_failures)
+        self.health.consecutive_failures += 1
+        if self.on_retry is not None:
+            self.on_retry(err, self.health.consecutive_failures, delay)
+        await asyncio.sleep(delay)
+
+    def _succeeded(self) -> None:
+        self.health.consecutive_failures = 0
+        self.health.stalled = None
+        self.health.last_error = None
+        self.health.last_commit = time.time()
+
+    async def commit(self, items: Sequence[Item]) -> CommitStats:
+        """Commit ``items`` exactly once, retrying for as long as it takes."""
+        while True:
+            try:
+                writer = await self._connection()
+                stats = await writer.commit(items)
+            except (RetryableError, StallError) as err:
+                await self._failed(err)
+                continue
+            self._succeeded()
+            return stats
+
+    async def startup(self, apply: bool) -> list[Checkpoint]:
+        """Check (or apply) the schema and load checkpoints, retrying while the database is down."""
+        while True:
+            try:
+                writer = await self._connection()
+                await self._check_schema(writer.conn, apply)
+                checkpoints = await self._load_checkpoints(writer.conn)
+            except (RetryableError, StallError) as err:
+                await self._failed(err)
+                continue
+            except asyncpg.PostgresError as exc:
+                await self._failed(classify(exc))
+                continue
+            self._succeeded()
+            return checkpoints
+
+    async def _check_schema(self, conn: asyncpg.Connection, apply: bool) -> None:
+        if apply:
+            mode = await apply_schema(conn, self.settings.schema_)
+        else:
+            version = await installed_version(conn)
+            if version is None or version < SCHEMA_VERSION:
+                raise StallError(
+                    f"schema version {version} is older than {SCHEMA_VERSION}: run `hypertail migrate` "
+                    "or set schema.apply_on_start = true"
+                )
+            mode = await detect_mode(conn)
+        self.health.mode = mode.describe()
+
+    async def _load_checkpoints(self, conn: asyncpg.Connection) -> list[Checkpoint]:
+        rows = await conn.fetch(
+            "SELECT file_key, source, path, device, inode, fingerprint, fingerprint_len, committed_offset, "
+            "tail_hash FROM hypertail.checkpoints WHERE fingerprint <> ''"
+        )
+        return [
+            Checkpoint(
+                identity=FileIdentity(r["device"], r["inode"], r["fingerprint"], r["fingerprint_len"]),
+                path=r["path"], source=r["source"], offset=r["committed_offset"], tail_hash=r["tail_hash"],
+            )
+            for r in rows
+        ]
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None and not writer.conn.is_closed():
+            try:
+                await asyncio.wait_for(writer.conn.close(), timeout=2)
+            except Exception:
+                writer.conn.terminate()
+        self.health.connected = False

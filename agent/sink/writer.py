@@ -1,0 +1,272 @@
+"""Commit batches: rows, merges, dead letters and checkpoints in one transaction.
+
+The order inside the transaction is what makes delivery exactly-once:
+
+1. lock the checkpoint rows of the batch's files (``SELECT ... FOR UPDATE``, after making sure
+   they exist). Another agent tailing the same files waits here; when it gets the lock it sees
+   our committed offsets and drops the lines below them. That is the single-writer rule.
+2. COPY plain rows, optimistically, in a savepoint. If the table already holds a key (the app
+   wrote the same span twice, a chat message id repeats), the savepoint is rolled back and those
+   rows go through a staging table with ``INSERT ... ON CONFLICT``.
+3. Upsert merge rows (trace start/end, span start) from the staging table.
+4. Insert dead letters; move the checkpoints.
+
+Only after COMMIT returns are offsets acknowledged upstream. If the database refuses the data,
+the batch is split in halves (each a prefix-closed part, see :mod:`agent.batcher`) until the
+offending rows are isolated; they become dead letters and the rest commits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from agent import contract
+from agent.batcher import Tables, build_tables
+from agent.errors import DataError, StallError
+from agent.model import DeadLetter, FileRef, Item
+from agent.sink.classify import classify
+
+MERGE_TABLES = ("traces", "spans")
+RAW_LIMIT = 64 * 1024
+KILL_AFTER_COMMITS_ENV = "HYPERTAIL_TEST_KILL_AFTER_COMMITS"
+DB_REFUSAL = "database refused the row: "
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _stage(table: str) -> str:
+    return f"ht_stage_{table}"
+
+
+def upsert_sql(table: str) -> str:
+    """``INSERT ... SELECT FROM staging ON CONFLICT``: merge for traces/spans, keep-first otherwise."""
+    cols = contract.COLUMNS[table]
+    keys = contract.KEY_COLUMNS[table]
+    collist = ", ".join(_q(c) for c in cols)
+    if table in MERGE_TABLES:
+        sets = [_merge_set(c) for c in cols if c not in keys]
+        action = "DO UPDATE SET " + ", ".join(sets)
+    else:
+        action = "DO NOTHING"
+    return (
+        f"INSERT INTO {contract.SCHEMA}.{table} AS t ({collist}) SELECT {collist} FROM pg_temp.{_stage(table)} "
+        f"ON CONFLICT ({', '.join(_q(k) for k in keys)}) {action}"
+    )
+
+
+def _merge_set(col: str) -> str:
+    c = _q(col)
+    if col == "status":
+        return f"{c} = CASE WHEN EXCLUDED.{c} = '{contract.IN_PROGRESS}' THEN t.{c} ELSE EXCLUDED.{c} END"
+    if col == "metadata":
+        return f"{c} = t.{c} || EXCLUDED.{c}"
+    return f"{c} = COALESCE(EXCLUDED.{c}, t.{c})"
+
+
+STAGING_DDL = [
+    f"CREATE TEMP TABLE IF NOT EXISTS {_stage(t)} (LIKE {contract.SCHEMA}.{t} INCLUDING DEFAULTS) "
+    "ON COMMIT DELETE ROWS"
+    for t in contract.COLUMNS
+]
+
+LOCK_SQL = """
+INSERT INTO hypertail.checkpoints (file_key, agent_id, source, path, device, inode, fingerprint,
+                                   fingerprint_len, committed_offset, tail_hash)
+SELECT k, $2, '', '', 0, 0, '', 0, 0, '' FROM unnest($1::text[]) AS k
+ON CONFLICT (file_key) DO NOTHING
+"""
+SELECT_FOR_UPDATE = (
+    "SELECT file_key, committed_offset FROM hypertail.checkpoints WHERE file_key = ANY($1::text[]) "
+    "ORDER BY file_key FOR UPDATE"
+)
+CHECKPOINT_SQL = """
+UPDATE hypertail.checkpoints SET agent_id = $2, source = $3, path = $4, device = $5, inode = $6,
+       fingerprint = $7, fingerprint_len = $8, committed_offset = $9, tail_hash = $10, updated_at = now()
+WHERE file_key = $1
+"""
+DEAD_LETTER_SQL = """
+INSERT INTO hypertail.dead_letters (agent_id, source, path, file_key, byte_offset, line_length, reason, field, raw)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (file_key, byte_offset) DO NOTHING
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What a commit moved: a file's new committed offset and the hash of the bytes before it."""
+
+    file: FileRef
+    offset: int
+    tail_hash: str
+
+
+@dataclass(slots=True)
+class CommitStats:
+    """What one batch commit did, for acks, metrics and tests."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    dead_letters: list[tuple[Item, DeadLetter]] = field(default_factory=list)
+    committed: dict[str, Committed] = field(default_factory=dict)
+    attempts: int = 0
+    transactions: int = 0
+    skipped_lines: int = 0
+    app_logs: int = 0
+    warnings: int = 0
+
+    def absorb(self, other: CommitStats) -> None:
+        for t, n in other.rows.items():
+            self.rows[t] = self.rows.get(t, 0) + n
+        self.dead_letters.extend(other.dead_letters)
+        self.committed.update(other.committed)
+        self.attempts += other.attempts
+        self.transactions += other.transactions
+        self.skipped_lines += other.skipped_lines
+        self.app_logs += other.app_logs
+        self.warnings += other.warnings
+
+
+TailHash = Any  # Callable[[FileRef, int], str]; kept loose so the sink does not import sources
+
+
+class Writer:
+    """Commits batches on one connection. Errors come out already classified."""
+
+    def __init__(self, conn: asyncpg.Connection, agent_id: str, tail_hash: TailHash) -> None:
+        self.conn = conn
+        self.agent_id = agent_id
+        self.tail_hash = tail_hash
+        self._commits = 0
+        self._kill_after = int(os.environ.get(KILL_AFTER_COMMITS_ENV, "0") or 0)
+
+    async def prepare(self) -> None:
+        """Create the per-connection staging tables (outside any transaction)."""
+        for ddl in STAGING_DDL:
+            await self.conn.execute(ddl)
+
+    async def commit(self, items: Sequence[Item], known_bad: DataError | None = None) -> CommitStats:
+        """Commit ``items``; split on data errors until the poison rows are dead letters.
+
+        ``known_bad`` is the error of a failed parent attempt whose other half committed: this
+        part must hold the failing row, so it is split without being tried whole. Because COPY
+        stops at the first bad row, that error names this part's first bad row, which is how a
+        single-item part gets its reason without another attempt.
+        """
+        stats = CommitStats()
+        if known_bad is None:
+            try:
+                return await self._commit_once(items)
+            except DataError as exc:
+                known_bad = exc
+                stats.attempts += 1
+        if len(items) == 1:
+            stats.absorb(await self._commit_poison(items[0], known_bad))
+            return stats
+        mid = len(items) // 2
+        left = await self.commit(items[:mid])
+        stats.absorb(left)
+        left_clean = not left.dead_letters or all(not _is_db_refusal(dl) for _, dl in left.dead_letters)
+        stats.absorb(await self.commit(items[mid:], known_bad if left_clean else None))
+        return stats
+
+    async def _commit_poison(self, item: Item, exc: DataError) -> CommitStats:
+        if isinstance(item.result, DeadLetter):
+            raise StallError(f"the database refused a dead letter itself: {exc}") from exc
+        reason = f"{DB_REFUSAL}{exc}"
+        return await self._commit_once([Item(item.line, DeadLetter(reason=reason, field=None))])
+
+    async def _commit_once(self, items: Sequence[Item]) -> CommitStats:
+        stats = CommitStats(attempts=1, transactions=1)
+        try:
+            async with self.conn.transaction():
+                kept = await self._lock_and_filter(items, stats)
+                tables = build_tables(kept)
+                await self._write_tables(tables, stats)
+                await self._write_dead_letters(tables)
+                await self._write_checkpoints(kept, stats)
+        except Exception as exc:  # translated once, here
+            raise classify(exc) from exc
+        self._after_commit()
+        stats.dead_letters = tables.dead
+        stats.app_logs, stats.warnings = tables.app_logs, tables.warnings
+        return stats
+
+    def _after_commit(self) -> None:
+        self._commits += 1
+        if self._kill_after and self._commits >= self._kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)  # test hook: crash after COMMIT, before bookkeeping
+
+    async def _lock_and_filter(self, items: Sequence[Item], stats: CommitStats) -> list[Item]:
+        keys = sorted({i.line.file.identity.key for i in items})
+        await self.conn.execute(LOCK_SQL, keys, self.agent_id)
+        committed = {r["file_key"]: r["committed_offset"] for r in await self.conn.fetch(SELECT_FOR_UPDATE, keys)}
+        kept = [i for i in items if i.line.start >= committed.get(i.line.file.identity.key, 0)]
+        stats.skipped_lines = len(items) - len(kept)
+        return kept
+
+    async def _write_tables(self, tables: Tables, stats: CommitStats) -> None:
+        for table, rows in tables.copy.items():
+            await self._copy_or_upsert(table, rows)
+            stats.rows[table] = stats.rows.get(table, 0) + len(rows)
+        for table, rows in tables.merge.items():
+            await self._upsert(table, rows)
+            stats.rows[table] = stats.rows.get(table, 0) + len(rows)
+
+    async def _copy_or_upsert(self, table: str, rows: list[tuple[Any, ...]]) -> None:
+        try:
+            async with self.conn.transaction():
+                await self.conn.copy_records_to_table(
+                    table, records=rows, columns=contract.COLUMNS[table], schema_name=contract.SCHEMA
+                )
+        except asyncpg.UniqueViolationError:
+            await self._upsert(table, rows)
+
+    async def _upsert(self, table: str, rows: list[tuple[Any, ...]]) -> None:
+        await self.conn.copy_records_to_table(_stage(table), records=rows, columns=contract.COLUMNS[table])
+        await self.conn.execute(upsert_sql(table))
+        await self.conn.execute(f"TRUNCATE pg_temp.{_stage(table)}")
+
+    async def _write_dead_letters(self, tables: Tables) -> None:
+        if not tables.dead:
+            return
+        args = [self._dead_letter_args(item, dl) for item, dl in tables.dead]
+        await self.conn.executemany(DEAD_LETTER_SQL, args)
+
+    def _dead_letter_args(self, item: Item, dl: DeadLetter) -> tuple[Any, ...]:
+        line = item.line
+        f = line.file
+        return (
+            self.agent_id, f.source, f.path, f.identity.key, line.start, line.end - line.start,
+            _clean_text(dl.reason), _clean_text(dl.field) if dl.field else None, line.data[:RAW_LIMIT],
+        )
+
+    async def _write_checkpoints(self, items: Sequence[Item], stats: CommitStats) -> None:
+        last: dict[str, Item] = {}
+        for item in items:
+            last[item.line.file.identity.key] = item
+        args = []
+        for key, item in last.items():
+            f, end = item.line.file, item.line.end
+            th = self.tail_hash(f, end)
+            ident = f.identity
+            args.append((key, self.agent_id, f.source, f.path, ident.dev, ident.ino, ident.fingerprint,
+                         ident.fingerprint_len, end, th))
+            stats.committed[key] = Committed(f, end, th)
+        if args:
+            await self.conn.executemany(CHECKPOINT_SQL, args)
+
+
+def _is_db_refusal(dl: DeadLetter) -> bool:
+    return dl.reason.startswith(DB_REFUSAL)
+
+
+def _clean_text(text: str) -> str:
+    """Text PostgreSQL accepts: no NUL, valid UTF-8 (lone surrogates replaced)."""
+    return text.replace("\x00", "\\u0000").encode("utf-8", "replace").decode("utf-8")

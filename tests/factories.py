@@ -1,0 +1,76 @@
+"""Build pipeline values by hand for sink and batcher tests (no parser, no files)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from agent import contract
+from agent.model import DeadLetter, FileIdentity, FileRef, Item, Line, Row
+
+T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def file_ref(name: str = "app.log", ino: int = 1) -> FileRef:
+    return FileRef(source="app", path=f"/logs/{name}", identity=FileIdentity(1, ino, f"{ino:064x}", 64))
+
+
+def values(table: str, **fields: Any) -> tuple[Any, ...]:
+    cols = contract.COLUMNS[table]
+    unknown = set(fields) - set(cols)
+    assert not unknown, unknown
+    return tuple(fields.get(c) for c in cols)
+
+
+def span_row(seq: int, *, span_id: str | None = None, status: str = "completed", **extra: Any) -> Row:
+    fields: dict[str, Any] = {
+        "span_id": span_id or f"{seq + 1:016x}",
+        "timestamp": T0 + dt.timedelta(milliseconds=seq),
+        "trace_id": f"{seq + 1:032x}",
+        "name": f"op-{seq}",
+        "span_type": "llm",
+        "status": status,
+        "duration_ms": seq % 1000,
+        "model": "gpt-4o",
+        "input_tokens": seq,
+        "output_tokens": 2 * seq,
+        "cost_usd": Decimal("0.000123"),
+        "metadata": orjson.dumps({"seq": seq}).decode(),
+    }
+    fields.update(extra)
+    return Row("spans", values("spans", **fields), merge=status == contract.IN_PROGRESS)
+
+
+def trace_row(trace_id: str, *, status: str, **extra: Any) -> Row:
+    fields: dict[str, Any] = {
+        "trace_id": trace_id, "timestamp": T0, "name": "chat", "status": status,
+        "metadata": orjson.dumps(extra.pop("meta", {})).decode(),
+    }
+    fields.update(extra)
+    return Row("traces", values("traces", **fields), merge=True)
+
+
+class FileWriter:
+    """Hands out consecutive byte ranges of one (virtual) file, as the tailer would."""
+
+    def __init__(self, file: FileRef | None = None, line_len: int = 100) -> None:
+        self.file = file or file_ref()
+        self.offset = 0
+        self.line_len = line_len
+
+    def item(self, result: Row | DeadLetter, data: bytes | None = None) -> Item:
+        data = data if data is not None else b"x" * (self.line_len - 1)
+        start, self.offset = self.offset, self.offset + len(data) + 1
+        return Item(Line(self.file, start, self.offset, data), result)
+
+
+def spans(writer: FileWriter, seqs: range | list[int]) -> list[Item]:
+    return [writer.item(span_row(s)) for s in seqs]
+
+
+def new_uuid() -> uuid.UUID:
+    return uuid.uuid4()
