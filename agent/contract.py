@@ -6,6 +6,7 @@ for COPY, keys and limits. Nothing here does I/O, so both programs can import it
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 SCHEMA: Final = "observability"
@@ -65,3 +66,144 @@ FAILED: Final = "failed"
 # Truncation limits from the observability stories (characters, not bytes).
 ERROR_MESSAGE_MAX: Final = 1000
 PREVIEW_MAX: Final = 500
+
+# ---------------------------------------------------------------------------------------------
+# Field types: what the parser turns a JSON value into, so that asyncpg's binary COPY accepts it.
+# Everything below is added to the names above and changes none of them.
+
+RECORD_KINDS: Final[tuple[str, ...]] = (TRACE, SPAN, CHAT_MESSAGE, DOCUMENT_EVENT)
+KIND_OF_TABLE: Final[dict[str, str]] = {table: kind for kind, table in TABLE_OF_KIND.items()}
+
+# Type tags (strings rather than an enum so that the app side pays nothing to import them).
+TRACE_ID_T: Final = "trace_id"      # 32 hex, lower-cased, not all zero -> str
+SPAN_ID_T: Final = "span_id"        # 16 hex, lower-cased, not all zero -> str
+UUID_T: Final = "uuid"              # RFC 4122 text -> uuid.UUID
+TIME_T: Final = "timestamptz"       # RFC 3339 / epoch s / epoch ms -> aware UTC datetime
+VARCHAR_T: Final = "varchar"        # str of at most max_len characters
+TEXT_T: Final = "text"              # str, unlimited (or truncated at max_len)
+INT4_T: Final = "int4"              # int, 0 <= v <= 2**31 - 1 (counts, durations)
+INT8_T: Final = "int8"              # int, 0 <= v <= 2**63 - 1
+NUMERIC_T: Final = "numeric"        # Decimal quantised to NUMERIC_SCALE places, |v| < NUMERIC_LIMIT
+FLOAT8_T: Final = "float8"          # finite float
+JSONB_T: Final = "jsonb"            # any JSON value -> JSON text PostgreSQL accepts
+
+INT4_MAX: Final = 2**31 - 1
+INT8_MAX: Final = 2**63 - 1
+NUMERIC_SCALE: Final = 6            # numeric(10, 6)
+NUMERIC_LIMIT: Final = 10**4        # numeric(10, 6) holds |v| < 10**4
+JSON_MAX_DEPTH: Final = 128         # deeper JSON is replaced by JSON_TOO_DEEP (orjson stops at 254)
+JSON_TOO_DEEP: Final = "<hypertail: nested deeper than 128 levels>"
+NUL_REPLACEMENT: Final = "\ufffd"   # PostgreSQL text and jsonb cannot hold U+0000
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One record field and the column it fills.
+
+    ``max_len`` is the varchar length (or the truncation limit of a text). ``truncate`` says what an
+    over-long value means: a label or a message is cut (losing its tail is harmless), while an
+    identifier or an enumerated value becomes invalid (cutting it would merge distinct values).
+    ``required`` fields make the whole line a dead letter when missing or invalid; optional ones
+    only lose their value to ``metadata["_invalid"]``.
+    """
+
+    name: str
+    type: str
+    max_len: int | None = None
+    truncate: bool = False
+    required: bool = False
+
+
+def _f(name: str, type_: str, max_len: int | None = None, *, cut: bool = False, req: bool = False) -> Field:
+    return Field(name, type_, max_len, cut, req)
+
+
+# Time fields of a record (not columns themselves): the row's ``timestamp`` column is taken from
+# STARTED_AT for traces and spans, and from WRITTEN_AT (structlog's TimeStamper) for the others.
+STARTED_AT: Final = "started_at"
+WRITTEN_AT: Final = "timestamp"
+TIME_COLUMN: Final = "timestamp"
+METADATA: Final = "metadata"
+INVALID_MARKER: Final = "_invalid"  # metadata key holding raw values of invalid optional fields
+# structlog bookkeeping that is not kept in metadata ("event" is kept unless it equals the kind).
+BOOKKEEPING: Final[frozenset[str]] = frozenset({WRITTEN_AT, "level", "logger"})
+EVENT: Final = "event"
+
+# Fields of each kind, in COLUMNS order, except the time column (see STARTED_AT / WRITTEN_AT).
+_COMMON_TRACE: Final = (
+    _f("operation_type", VARCHAR_T, 50), _f("user_id", UUID_T), _f("session_id", VARCHAR_T, 255),
+    _f("kb_id", UUID_T),
+)
+FIELDS: Final[dict[str, tuple[Field, ...]]] = {
+    TRACE: (
+        _f("trace_id", TRACE_ID_T, 32, req=True), _f("name", VARCHAR_T, 255, cut=True, req=True),
+        *_COMMON_TRACE, _f("status", VARCHAR_T, 20), _f("ended_at", TIME_T),
+        _f("duration_ms", INT4_T), _f("error_type", VARCHAR_T, 255, cut=True),
+        _f("error_message", TEXT_T, ERROR_MESSAGE_MAX, cut=True), _f("total_input_tokens", INT4_T),
+        _f("total_output_tokens", INT4_T), _f("total_cost_usd", NUMERIC_T), _f("metadata", JSONB_T),
+    ),
+    SPAN: (
+        _f("span_id", SPAN_ID_T, 16, req=True), _f("trace_id", TRACE_ID_T, 32, req=True),
+        _f("parent_span_id", SPAN_ID_T, 16), _f("name", VARCHAR_T, 255, cut=True, req=True),
+        _f("span_type", VARCHAR_T, 50), _f("status", VARCHAR_T, 20), _f("duration_ms", INT4_T),
+        _f("error_type", VARCHAR_T, 255, cut=True), _f("error_message", TEXT_T, ERROR_MESSAGE_MAX, cut=True),
+        _f("model", VARCHAR_T, 100), _f("input_tokens", INT4_T), _f("output_tokens", INT4_T),
+        _f("cost_usd", NUMERIC_T), _f("temperature", FLOAT8_T),
+        _f("input_preview", VARCHAR_T, PREVIEW_MAX, cut=True),
+        _f("output_preview", VARCHAR_T, PREVIEW_MAX, cut=True), _f("document_id", UUID_T),
+        _f("chunk_count", INT4_T), _f("result_count", INT4_T), _f("metadata", JSONB_T),
+    ),
+    CHAT_MESSAGE: (
+        _f("id", UUID_T), _f("trace_id", TRACE_ID_T, 32), _f("span_id", SPAN_ID_T, 16),
+        _f("user_id", UUID_T), _f("kb_id", UUID_T), _f("session_id", VARCHAR_T, 255),
+        _f("conversation_id", VARCHAR_T, 255), _f("turn_number", INT4_T),
+        _f("role", VARCHAR_T, 20, req=True), _f("content", TEXT_T, req=True),
+        _f("input_tokens", INT4_T), _f("output_tokens", INT4_T), _f("model", VARCHAR_T, 100),
+        _f("latency_ms", INT4_T), _f("sources", JSONB_T), _f("citations", JSONB_T),
+        _f("feedback_type", VARCHAR_T, 20), _f("feedback_comment", TEXT_T), _f("metadata", JSONB_T),
+    ),
+    DOCUMENT_EVENT: (
+        _f("id", UUID_T), _f("trace_id", TRACE_ID_T, 32), _f("document_id", UUID_T),
+        _f("kb_id", UUID_T), _f("event_type", VARCHAR_T, 50, req=True),
+        _f("status", VARCHAR_T, 20, req=True), _f("duration_ms", INT4_T), _f("chunk_count", INT4_T),
+        _f("token_count", INT4_T), _f("page_count", INT4_T), _f("file_size_bytes", INT8_T),
+        _f("error_message", TEXT_T, ERROR_MESSAGE_MAX, cut=True), _f("metadata", JSONB_T),
+    ),
+}
+FIELD_BY_NAME: Final[dict[str, dict[str, Field]]] = {
+    kind: {f.name: f for f in fields} for kind, fields in FIELDS.items()
+}
+# Every key a record of the kind may carry besides unknown ones (which go to metadata).
+RECORD_KEYS: Final[dict[str, frozenset[str]]] = {
+    kind: frozenset(FIELD_BY_NAME[kind]) | {WRITTEN_AT} | ({STARTED_AT} if kind in (TRACE, SPAN) else set())
+    for kind in RECORD_KINDS
+}
+
+# Status values. Traces and spans: absent means "completed" for spans (written when they end);
+# for traces "completed" when ``ended_at`` or ``duration_ms`` is given, else "in_progress".
+STARTED: Final = "started"
+STATUSES: Final[dict[str, frozenset[str]]] = {
+    TRACE: frozenset({IN_PROGRESS, COMPLETED, FAILED}),
+    SPAN: frozenset({IN_PROGRESS, COMPLETED, FAILED}),
+    DOCUMENT_EVENT: frozenset({STARTED, COMPLETED, FAILED}),
+}
+DEFAULT_SPAN_TYPE: Final = "custom"
+SPAN_TYPES: Final[tuple[str, ...]] = (
+    "llm", "retrieval", "embedding", "rerank", "tool", "parse", "chunk", "index", "http", "db", "custom",
+)  # suggestions, not a closed set: any non-empty string of at most 50 characters is accepted
+DOCUMENT_EVENT_TYPES: Final[tuple[str, ...]] = ("upload", "parse", "chunk", "embed", "index", "delete")
+CHAT_ROLES: Final[tuple[str, ...]] = ("user", "assistant", "system", "tool")  # also open
+
+# Epoch numbers: |v| < EPOCH_MS_FROM are seconds (until year 5138), below EPOCH_MS_UNTIL they are
+# milliseconds (1973-03-03 .. year 5138); anything larger is invalid.
+EPOCH_MS_FROM: Final = 10**11
+EPOCH_MS_UNTIL: Final = 10**14
+
+
+def merges(kind: str, status: str) -> bool:
+    """Whether a record must be merged with another of the same key rather than COPYed.
+
+    Trace start and end records describe one row; so do a span's optional start record
+    (``in_progress``) and its end record.
+    """
+    return kind == TRACE or (kind == SPAN and status == IN_PROGRESS)
