@@ -129,6 +129,17 @@ class HttpSettings(_Section):
         return int(self.listen.rpartition(":")[2])
 
 
+class OpsSettings(_Section):
+    """Background jobs: sync status, readiness lag budget, metrics rollup."""
+
+    sync_interval_ms: int = Field(default=2000, ge=100)
+    ready_max_lag_bytes: int = Field(default=256 << 20, ge=0)
+    rollup_enabled: bool = True
+    rollup_interval_s: float = Field(default=60.0, gt=0)
+    rollup_lookback_1m_s: int = Field(default=900, ge=60)
+    rollup_lookback_1h_s: int = Field(default=3 * 3600, ge=3600)
+
+
 class SchemaSettings(_Section):
     """Schema management. Turn ``apply_on_start`` off when the agent's role may not run DDL."""
 
@@ -154,6 +165,7 @@ class Settings(BaseSettings):
     batch: BatchSettings = Field(default_factory=BatchSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
     schema_: SchemaSettings = Field(default_factory=SchemaSettings, alias="schema")
 
     @classmethod

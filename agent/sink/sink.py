@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from agent.config import Settings
-from agent.errors import RetryableError, SinkError, StallError
+from agent.config import Settings, mask_dsn
+from agent.errors import DataError, RetryableError, SinkError, StallError
 from agent.model import Checkpoint, FileIdentity, FileRef, Item
 from agent.sink.classify import classify
 from agent.sink.connect import connect_kwargs
@@ -50,6 +50,8 @@ class Sink:
         self.health = SinkHealth()
         self.on_retry: OnRetry | None = None
         self._writer: Writer | None = None
+        self._jobs: dict[str, asyncpg.Connection] = {}
+        self._secret = settings.database.resolved_password()
 
     async def _connection(self) -> Writer:
         if self._writer is None or self._writer.conn.is_closed():
@@ -57,13 +59,7 @@ class Sink:
                 conn = await asyncpg.connect(**connect_kwargs(self.settings.database, self.dsn))
             except Exception as exc:
                 raise classify(exc) from exc
-            writer = Writer(conn, self.settings.agent.id, self.tail_hash)
-            try:
-                await writer.prepare()
-            except Exception as exc:
-                await conn.close(timeout=1)
-                raise classify(exc) from exc
-            self._writer = writer
+            self._writer = Writer(conn, self.settings.agent.id, self.tail_hash)
             self.health.connected = True
         return self._writer
 
@@ -82,8 +78,9 @@ class Sink:
         """Record a failure, drop the connection if it may be broken, and wait."""
         kind = "stall" if isinstance(err, StallError) else "retryable"
         self.health.retries[kind] = self.health.retries.get(kind, 0) + 1
-        self.health.last_error = str(err)
-        self.health.stalled = str(err) if isinstance(err, StallError) else None
+        message = self.redact(str(err))
+        self.health.last_error = message
+        self.health.stalled = message if isinstance(err, StallError) else None
         if isinstance(err, RetryableError):
             await self._drop_connection()
         delay = self._backoff(self.health.consecutive_failures)
@@ -106,6 +103,9 @@ class Sink:
                 stats = await writer.commit(items)
             except (RetryableError, StallError) as err:
                 await self._failed(err)
+                continue
+            except DataError as err:  # a data error outside any row (should not happen): never drop
+                await self._failed(StallError(f"unexpected data error outside the rows: {err}"))
                 continue
             self._succeeded()
             return stats
@@ -152,7 +152,41 @@ class Sink:
             for r in rows
         ]
 
+    def redact(self, text: str) -> str:
+        """``text`` with the password (and any DSN password) masked: errors end up in logs and SQL."""
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        return mask_dsn(text) if "://" in text else text
+
+    async def job_connection(self, name: str = "ops") -> asyncpg.Connection:
+        """A connection per background job (ping and sync status, rollup), so none waits on a COPY."""
+        conn = self._jobs.get(name)
+        if conn is None or conn.is_closed():
+            try:
+                conn = await asyncpg.connect(**connect_kwargs(self.settings.database, self.dsn))
+            except Exception as exc:
+                raise classify(exc) from exc
+            self._jobs[name] = conn
+        return conn
+
+    async def ping(self) -> bool:
+        """True when the database answers on the ops connection."""
+        try:
+            conn = await self.job_connection()
+            await conn.fetchval("SELECT 1", timeout=self.settings.database.connect_timeout_s)
+        except Exception as exc:
+            self.health.last_error = self.redact(str(classify(exc)))
+            broken = self._jobs.pop("ops", None)
+            if broken is not None:
+                broken.terminate()
+            return False
+        return True
+
     async def close(self) -> None:
+        jobs, self._jobs = self._jobs, {}
+        for job in jobs.values():
+            if not job.is_closed():
+                job.terminate()
         writer, self._writer = self._writer, None
         if writer is not None and not writer.conn.is_closed():
             try:

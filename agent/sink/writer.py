@@ -144,12 +144,19 @@ class Writer:
         self.agent_id = agent_id
         self.tail_hash = tail_hash
         self._commits = 0
+        self._prepared = False
         self._kill_after = int(os.environ.get(KILL_AFTER_COMMITS_ENV, "0") or 0)
 
     async def prepare(self) -> None:
-        """Create the per-connection staging tables (outside any transaction)."""
-        for ddl in STAGING_DDL:
-            await self.conn.execute(ddl)
+        """Create the per-connection staging tables (outside any transaction), once."""
+        if self._prepared:
+            return
+        try:
+            for ddl in STAGING_DDL:
+                await self.conn.execute(ddl)
+        except Exception as exc:
+            raise classify(exc) from exc
+        self._prepared = True
 
     async def commit(self, items: Sequence[Item], known_bad: DataError | None = None) -> CommitStats:
         """Commit ``items``; split on data errors until the poison rows are dead letters.
@@ -159,6 +166,7 @@ class Writer:
         stops at the first bad row, that error names this part's first bad row, which is how a
         single-item part gets its reason without another attempt.
         """
+        await self.prepare()
         stats = CommitStats()
         if known_bad is None:
             try:

@@ -1,0 +1,80 @@
+"""``observability.provider_sync_status``: one row per (agent, source file), kept current.
+
+An operator can see in SQL which sidecar is behind, since when, and why: the row carries the
+last commit time, a status (``synced``, ``behind``, ``error``, ``stalled``), the last error
+(never a secret: DSNs are masked) and how many attempts failed in a row. The same loop pings the
+database so readiness notices an outage even when no batch is being committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+PROVIDER = "hypertail"
+ENTITY_TYPE = "file"
+_ENTITY_MAX = 255
+
+UPSERT_SQL = """
+INSERT INTO observability.provider_sync_status
+       (provider_name, entity_type, entity_id, last_synced_at, sync_status, error_message, retry_count, updated_at)
+SELECT $1, $2, e, s, st, err, rc, now()
+FROM unnest($3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::int[]) AS u(e, s, st, err, rc)
+ON CONFLICT (provider_name, entity_type, entity_id) DO UPDATE SET
+    last_synced_at = COALESCE(EXCLUDED.last_synced_at, provider_sync_status.last_synced_at),
+    sync_status = EXCLUDED.sync_status, error_message = EXCLUDED.error_message,
+    retry_count = EXCLUDED.retry_count, updated_at = now()
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FileSync:
+    """The sync state of one tailed file, as the runner sees it."""
+
+    path: str
+    size: int
+    committed: int
+    last_commit: float | None
+
+
+def entity_id(agent_id: str, path: str) -> str:
+    """``agent:path``, shortened with a hash when longer than the column allows."""
+    text = f"{agent_id}:{path}"
+    if len(text) <= _ENTITY_MAX:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"{text[: _ENTITY_MAX - 18]}~{digest}"
+
+
+def status_of(f: FileSync, stalled: str | None, error: str | None) -> str:
+    if stalled:
+        return "stalled"
+    if error:
+        return "error"
+    return "behind" if f.committed < f.size else "synced"
+
+
+async def report(
+    conn: Any, agent_id: str, files: Sequence[FileSync], *, stalled: str | None, error: str | None,
+    retries: int,
+) -> int:
+    """Upsert one row per file; returns how many rows were written."""
+    if not files:
+        return 0
+    message = stalled or error
+    rows = [
+        (
+            entity_id(agent_id, f.path),
+            datetime.fromtimestamp(f.last_commit, UTC) if f.last_commit else None,
+            status_of(f, stalled, error),
+            message[:1000] if message else None,
+            retries,
+        )
+        for f in files
+    ]
+    cols = list(zip(*rows, strict=True))
+    await conn.execute(UPSERT_SQL, PROVIDER, ENTITY_TYPE, *[list(c) for c in cols])
+    return len(rows)

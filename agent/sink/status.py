@@ -1,0 +1,74 @@
+"""Read what ``hypertail status`` shows: checkpoints and recent dead letters per file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+STATUS_SQL = """
+SELECT c.file_key, c.agent_id, c.source, c.path, c.device, c.inode, c.committed_offset, c.updated_at,
+       (SELECT count(*) FROM hypertail.dead_letters d
+         WHERE d.file_key = c.file_key AND d.received_at > now() - interval '1 hour') AS dead_1h
+FROM hypertail.checkpoints c
+WHERE c.fingerprint <> '' AND ($1::text IS NULL OR c.agent_id = $1)
+ORDER BY c.source, c.path, c.updated_at
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointStatus:
+    file_key: str
+    agent_id: str
+    source: str
+    path: str
+    device: int
+    inode: int
+    committed_offset: int
+    last_commit: datetime
+    dead_letters_1h: int
+
+
+async def read_status(conn: asyncpg.Connection, agent_id: str | None) -> list[CheckpointStatus]:
+    rows = await conn.fetch(STATUS_SQL, agent_id)
+    return [
+        CheckpointStatus(
+            r["file_key"], r["agent_id"], r["source"], r["path"], r["device"], r["inode"],
+            r["committed_offset"], r["updated_at"], r["dead_1h"],
+        )
+        for r in rows
+    ]
+
+
+TABLES = ("traces", "spans", "chat_messages", "document_events", "metrics_aggregates", "provider_sync_status")
+
+
+async def table_counts(conn: asyncpg.Connection) -> dict[str, int]:
+    """Rows per observability table (for ``hypertail demo``)."""
+    return {t: int(await conn.fetchval(f"SELECT count(*) FROM observability.{t}")) for t in TABLES}
+
+
+async def richest_trace(conn: asyncpg.Connection) -> tuple[asyncpg.Record | None, list[asyncpg.Record]]:
+    """The completed trace with the most spans, and its spans in start order."""
+    trace = await conn.fetchrow(
+        "SELECT t.* FROM observability.traces t WHERE t.status = 'completed' ORDER BY "
+        "(SELECT count(*) FROM observability.spans s WHERE s.trace_id = t.trace_id AND s.model IS NOT NULL) DESC, "
+        "(SELECT count(*) FROM observability.spans s WHERE s.trace_id = t.trace_id) DESC, t.timestamp LIMIT 1"
+    )
+    if trace is None:
+        return None, []
+    spans = await conn.fetch(
+        "SELECT * FROM observability.spans WHERE trace_id = $1 ORDER BY \"timestamp\", span_id", trace["trace_id"]
+    )
+    return trace, list(spans)
+
+
+async def recreate_database(admin_dsn: str, name: str) -> None:
+    """Drop and create ``name`` on the server of ``admin_dsn`` (the demo's private database)."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
