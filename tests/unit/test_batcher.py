@@ -1,0 +1,88 @@
+"""Batcher: flush policy, per-file marks and the in-memory merge rule (pure, no database)."""
+
+from __future__ import annotations
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent import contract
+from agent.batcher import Batcher, FlushPolicy, batch_of, build_tables, merge_values
+from agent.model import AppLog, DeadLetter
+from tests.factories import FileWriter, file_ref, span_row, trace_row
+
+TID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def test_flush_on_rows_bytes_and_age() -> None:
+    b = Batcher(FlushPolicy(max_rows=3, max_bytes=10**9, max_age_s=0.2))
+    fw = FileWriter()
+    assert not b.due()
+    b.add(fw.item(span_row(0)))
+    created = b.current.created
+    assert not b.due(now=created + 0.1)
+    assert b.due(now=created + 0.21)
+    assert abs(b.seconds_until_due(now=created + 0.05) - 0.15) < 1e-9
+    b.add(fw.item(span_row(1)))
+    b.add(fw.item(span_row(2)))
+    assert b.full()
+    batch = b.take()
+    assert len(batch) == 3 and not b.current.items
+    small = Batcher(FlushPolicy(max_rows=10**6, max_bytes=2000, max_age_s=9))
+    small.add(fw.item(span_row(3)))
+    assert not small.full()
+    small.add(fw.item(span_row(4)))
+    assert small.full()
+
+
+def test_marks_track_each_file_prefix() -> None:
+    a, b = FileWriter(file_ref("a.log", 1)), FileWriter(file_ref("b.log", 2))
+    items = [a.item(span_row(0)), b.item(span_row(1)), a.item(span_row(2))]
+    batch = batch_of(items)
+    ma, mb = batch.marks[a.file.identity.key], batch.marks[b.file.identity.key]
+    assert (ma.first_start, ma.end) == (0, a.offset)
+    assert (mb.first_start, mb.end) == (0, b.offset)
+
+
+def test_build_tables_groups_and_dedupes() -> None:
+    fw = FileWriter()
+    items = [
+        fw.item(span_row(1)), fw.item(span_row(1)), fw.item(span_row(2)),
+        fw.item(DeadLetter("bad", None)), fw.item(AppLog("info")),
+        fw.item(trace_row(TID, status="in_progress", operation_type="chat")),
+        fw.item(trace_row(TID, status="completed", duration_ms=5)),
+    ]
+    t = build_tables(items)
+    assert len(t.copy["spans"]) == 2
+    assert len(t.merge["traces"]) == 1
+    merged = dict(zip(contract.COLUMNS["traces"], t.merge["traces"][0], strict=True))
+    assert (merged["status"], merged["operation_type"], merged["duration_ms"]) == ("completed", "chat", 5)
+    assert len(t.dead) == 1 and t.app_logs == 1 and t.rows == 3
+
+
+def test_plain_row_joins_merge_set_for_same_key() -> None:
+    fw = FileWriter()
+    start = span_row(7, status="in_progress", duration_ms=None)
+    end = span_row(7, status="completed", duration_ms=70)
+    t = build_tables([fw.item(end), fw.item(start)])
+    assert "spans" not in t.copy
+    row = dict(zip(contract.COLUMNS["spans"], t.merge["spans"][0], strict=True))
+    assert (row["status"], row["duration_ms"]) == ("completed", 70)
+
+
+statuses = st.sampled_from(["in_progress", "completed", "failed"])
+
+
+@given(a=statuses, b=statuses, ma=st.dictionaries(st.text(max_size=3), st.integers(-(2**63), 2**63 - 1), max_size=3),
+       mb=st.dictionaries(st.text(max_size=3), st.integers(-(2**63), 2**63 - 1), max_size=3))
+def test_merge_rule_is_order_independent_for_start_and_end(a: str, b: str, ma: dict, mb: dict) -> None:
+    """A final status always wins over in_progress, in whichever order records arrive."""
+    ra = trace_row(TID, status=a, meta=ma).values
+    rb = trace_row(TID, status=b, meta=mb).values
+    status_i = contract.COLUMNS["traces"].index("status")
+    meta_i = contract.COLUMNS["traces"].index("metadata")
+    ab, ba = merge_values("traces", ra, rb), merge_values("traces", rb, ra)
+    finals = {a, b} - {"in_progress"}
+    if len(finals) == 1:
+        assert ab[status_i] == ba[status_i] == finals.pop()
+    assert orjson.loads(ab[meta_i]) == {**ma, **mb}
