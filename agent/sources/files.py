@@ -1,0 +1,187 @@
+"""The set of tracked files: open-descriptor budget, identity index, acks and retirement.
+
+Kept apart from the scan logic so that the rules about descriptors live in one place:
+
+* at most ``max_open_files`` descriptors; to make room the least recently used *reopenable* file
+  is closed (one still reachable by a globbed path, preferring fully read ones). Files that are
+  gone from the globs are never closed before they are drained: they cannot be reopened.
+* a descriptor is reopened by path and accepted only if device, inode and fingerprint agree.
+* a finished (``done``) file keeps its descriptor until acks reach the end of what it emitted,
+  because the sink asks for tail hashes of offsets in it; then it is forgotten.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from agent.model import FileIdentity
+from agent.sources.handles import Opener, close_quietly, open_regular, read_head
+from agent.sources.identity import matches
+from agent.sources.options import TailOptions
+from agent.sources.tracked import DevIno, Tracked
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+class FileSet:
+    """Tracked files by inode (being read) and by identity (anything an ack may name)."""
+
+    def __init__(self, options: TailOptions, opener: Opener, emit: Emit) -> None:
+        self.opt = options
+        self.opener = opener
+        self.emit = emit
+        self.active: dict[DevIno, Tracked] = {}
+        self.by_identity: dict[FileIdentity, Tracked] = {}
+        self.retired: list[Tracked] = []  # done, waiting for acks
+        # Rewritten files keep their descriptor until the inode's next content has a byte, so
+        # that content is read even if no globbed path leads to it any more:
+        # inode -> (previous generation, descriptor, since, still globbed)
+        self.waiting: dict[DevIno, tuple[Tracked, int, float, bool]] = {}
+        # previous generation of inodes whose next content discovery will open by path
+        self.predecessors: dict[DevIno, Tracked] = {}
+        self.open_count = 0
+        self.denied: set[str] = set()
+        self._cap_reported = False
+
+    def __iter__(self) -> Iterator[Tracked]:
+        return iter(list(self.active.values()))
+
+    def add(self, t: Tracked) -> None:
+        """Start tracking ``t`` (its descriptor, if any, came from :meth:`open_path`)."""
+        self.active[t.devino] = t
+        self.by_identity[t.ref.identity] = t
+
+    def retire(self, t: Tracked) -> None:
+        """Nothing more will be read from ``t``; forget it once acks cover what it emitted."""
+        t.done = True
+        if self.active.get(t.devino) is t:
+            del self.active[t.devino]
+        if t.replaced:
+            self.close(t)  # the descriptor shows the next generation now
+        self.retired.append(t)
+        self.forget_acked()
+
+    def ack(self, identity: FileIdentity, offset: int) -> None:
+        t = self.by_identity.get(identity)
+        if t is not None and offset > t.acked:
+            t.acked = offset
+            if t.done:
+                self.forget_acked()
+
+    def forget_acked(self) -> None:
+        keep = []
+        for t in self.retired:
+            if t.acked >= t.emitted:
+                self.close(t)
+                if self.by_identity.get(t.ref.identity) is t:
+                    del self.by_identity[t.ref.identity]
+            else:
+                keep.append(t)
+        self.retired = keep
+
+    # ---- descriptors ------------------------------------------------------------------------
+    def await_next_generation(self, t: Tracked, now: float) -> None:
+        """Keep ``t``'s descriptor for the inode's next content (``t`` itself is finished)."""
+        assert t.fd is not None
+        self.waiting[t.devino] = (t, t.fd, now, t.path is not None)
+        t.fd = None
+
+    def drop_waiting(self, devino: DevIno) -> None:
+        """Close a kept descriptor; if a globbed path still leads to the inode, discovery will
+        open its next content by path, knowing its predecessor."""
+        pred, fd, _, globbed = self.waiting.pop(devino)
+        if globbed:
+            self.predecessors[devino] = pred
+        self._drop_fd(fd)
+
+    def close(self, t: Tracked) -> None:
+        if t.close():
+            self.open_count -= 1
+
+    def open_path(self, path: str, source: str) -> tuple[int, os.stat_result] | None:
+        """Open a file for reading within the budget; report permission problems once."""
+        if not self.make_room():
+            return None
+        try:
+            fd, st = open_regular(self.opener, path)
+        except PermissionError as exc:
+            if path not in self.denied:
+                self.denied.add(path)
+                self.emit("file.permission_denied", {"path": path, "source": source, "error": str(exc)})
+            return None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # vanished between scan and open
+                self.emit("file.open_failed", {"path": path, "source": source, "error": str(exc)})
+            return None
+        if path in self.denied:
+            self.denied.discard(path)
+            self.emit("file.permission_restored", {"path": path, "source": source})
+        self.open_count += 1
+        return fd, st
+
+    def reopen(self, t: Tracked) -> bool | None:
+        """Reopen a closed file by its path: ``True`` if it is the same file, ``False`` if the
+        path holds the same inode with other content (rewritten), ``None`` if not possible now."""
+        if t.path is None:
+            return None
+        opened = self.open_path(t.path, t.ref.source)
+        if opened is None:
+            return None
+        fd, st = opened
+        if (st.st_dev, st.st_ino) != t.devino:
+            self._drop_fd(fd)
+            return None
+        t.fd = fd
+        try:
+            same = matches(t.ref.identity, read_head(fd))
+        except OSError:
+            same = False
+        return same
+
+    def give_back(self, fd: int) -> None:
+        """Close a descriptor obtained from :meth:`open_path` that no file kept."""
+        self._drop_fd(fd)
+
+    def make_room(self) -> bool:
+        """Ensure one more descriptor fits, closing the least useful reopenable file if needed."""
+        if self.open_count < self.opt.max_open_files:
+            self._cap_reported = False
+            return True
+        globbed = [d for d, w in self.waiting.items() if w[3]]
+        if globbed:
+            self.drop_waiting(globbed[0])
+            return True
+        victims = [t for t in self.active.values() if t.fd is not None and _reopenable(t)]
+        if not victims:
+            if not self._cap_reported:
+                self._cap_reported = True
+                self.emit("files.open_cap_reached", {"max_open_files": self.opt.max_open_files})
+            return False
+        victim = min(victims, key=lambda t: (t.pos < t.size, t.last_used))
+        self.close(victim)
+        return True
+
+    def close_idle(self, now: float) -> None:
+        """Close fully read, reopenable files nobody wrote to for ``idle_close_s``."""
+        for t in self.active.values():
+            if t.fd is not None and _reopenable(t) and t.pos >= t.size and \
+                    now - t.last_used >= self.opt.idle_close_s:
+                self.close(t)
+
+    def close_all(self) -> None:
+        for t in list(self.active.values()) + self.retired:
+            self.close(t)
+        for devino in list(self.waiting):
+            self.drop_waiting(devino)
+
+    def _drop_fd(self, fd: int) -> None:
+        close_quietly(fd)
+        self.open_count -= 1
+
+
+def _reopenable(t: Tracked) -> bool:
+    """A globbed path still leads to it, and no held-back line depends on it being rotated."""
+    return not t.gone and t.path is not None and not (t.rotated and t.split.has_partial)

@@ -1,0 +1,132 @@
+"""Bytes to Lines: raw byte offsets, partial lines held back, oversize lines bounded.
+
+:class:`LineSplitter` is fed the bytes of one file in order and returns complete lines. It is
+pure (no I/O) and is the hot path, so complete runs of lines are split with ``bytes.split`` and
+their offsets computed with C-level ``itertools`` instead of a per-line Python loop; the only
+per-line Python work left is constructing the :class:`~agent.model.Line`.
+
+Rules:
+
+* ``Line.end`` is the offset just after the ``\\n``; committing it consumes the line.
+* ``Line.data`` has the ``\\n``, one trailing ``\\r`` and (for the line at offset 0) a UTF-8 BOM
+  removed.
+* A line longer than ``max_line`` bytes (counted without its ``\\n``) becomes ONE Line with
+  ``oversize=True`` whose data is its first ``prefix`` bytes; its start/end still span the whole
+  line. While such a line is being skipped only the prefix is kept: an endless line without a
+  newline costs no more memory than that.
+* A partial trailing line is held until its newline arrives, or until the caller *releases* it
+  (its file was rotated away and stayed quiet): then it is emitted ending at the last byte read.
+"""
+
+from __future__ import annotations
+
+from itertools import accumulate, islice, repeat
+from operator import add
+
+from agent.model import FileRef, Line
+
+BOM = b"\xef\xbb\xbf"
+
+
+class LineSplitter:
+    """Turns one file's byte stream into Lines, holding back the unterminated tail."""
+
+    __slots__ = ("max_line", "pending", "pos", "prefix", "ref", "skipping", "start")
+
+    def __init__(self, ref: FileRef, pos: int, max_line: int, prefix: int) -> None:
+        self.ref = ref
+        self.pos = pos  # next byte to feed
+        self.start = pos  # offset of the first byte of the pending line
+        self.pending = bytearray()
+        self.skipping = False  # inside an oversize line: pending holds only its prefix
+        self.max_line = max_line
+        self.prefix = min(prefix, max_line)
+
+    @property
+    def has_partial(self) -> bool:
+        return self.start < self.pos
+
+    def moved_to(self, ref: FileRef) -> LineSplitter:
+        """The same reading state continued in another file (a copytruncate copy)."""
+        other = LineSplitter(ref, self.pos, self.max_line, self.prefix)
+        other.start, other.pending, other.skipping = self.start, bytearray(self.pending), self.skipping
+        return other
+
+    def feed(self, data: bytes) -> list[Line]:
+        """Consume the next bytes of the file; return the lines they complete."""
+        out: list[Line] = []
+        base = self.pos
+        self.pos += len(data)
+        i = 0
+        if self.start < base:  # continue the held-back line
+            nl = data.find(b"\n")
+            if nl < 0:
+                self._hold(data)
+                return out
+            self._hold(data[:nl])
+            out.append(self._finish(base + nl + 1))
+            i = nl + 1
+        last = data.rfind(b"\n", i)
+        if last >= 0:
+            self._run(out, data[i:last], base + i)
+            i = last + 1
+        self.start = base + i
+        if i < len(data):
+            self._hold(data[i:])
+        return out
+
+    def release(self) -> Line | None:
+        """Emit the held-back partial line as it is (its writer is gone); ``None`` if none."""
+        if not self.has_partial:
+            return None
+        return self._finish(self.pos)
+
+    def _run(self, out: list[Line], body: bytes, start: int) -> None:
+        """Append the lines of ``body`` (complete lines joined by ``\\n``, last one unterminated)."""
+        parts = body.split(b"\n")
+        if len(body) > self.max_line and max(map(len, parts)) > self.max_line:
+            self._run_checked(out, parts, start)
+            return
+        bounds = list(accumulate(map(add, map(len, parts), repeat(1)), initial=start))
+        if b"\r" in body:
+            parts = [p[:-1] if p[-1:] == b"\r" else p for p in parts]
+        if start == 0 and parts[0][:3] == BOM:
+            parts[0] = parts[0][3:]
+        out.extend(map(Line, repeat(self.ref), bounds, islice(bounds, 1, None), parts))
+
+    def _run_checked(self, out: list[Line], parts: list[bytes], start: int) -> None:
+        """Slow path for chunks larger than ``max_line``: some part may be oversize."""
+        for part in parts:
+            end = start + len(part) + 1
+            if len(part) > self.max_line:
+                out.append(Line(self.ref, start, end, _clean(part[: self.prefix], start), True))
+            else:
+                out.append(Line(self.ref, start, end, _strip_cr(_clean(part, start))))
+            start = end
+
+    def _hold(self, data: bytes) -> None:
+        if self.skipping:
+            return
+        self.pending += data
+        if len(self.pending) > self.max_line:
+            self.skipping = True
+            del self.pending[self.prefix :]
+
+    def _finish(self, end: int) -> Line:
+        data = _clean(bytes(self.pending), self.start)
+        if self.skipping:
+            line = Line(self.ref, self.start, end, data, True)
+        else:
+            line = Line(self.ref, self.start, end, _strip_cr(data))
+        self.pending.clear()
+        self.skipping = False
+        self.start = end
+        return line
+
+
+def _clean(data: bytes, start: int) -> bytes:
+    return data[3:] if start == 0 and data[:3] == BOM else data
+
+
+def _strip_cr(data: bytes) -> bytes:
+    return data[:-1] if data[-1:] == b"\r" else data

@@ -1,0 +1,140 @@
+"""One generation of one tailed file: identity, descriptor and reading state.
+
+A :class:`Tracked` lives from the moment a file is identified until everything read from it is
+acknowledged and nothing more will be read. Its life, in flags:
+
+* ``rotated``: its content is no longer the live file at its home path (renamed, moved out of
+  the globs, deleted, or it is a copytruncate copy). Only then may an unterminated tail be
+  released after a quiet grace period.
+* ``gone``: no globbed path leads to it; it is drained through its open descriptor.
+* ``replaced``: its bytes were rewritten in place (truncation, shrink, different bytes before the
+  read offset); the inode now holds a new generation, tracked separately.
+* ``done``: nothing more will be read; kept only until acks reach ``emitted``.
+
+Before every read the up to 64 bytes just before the read offset are read again and compared
+with what was read there last time (one ``pread``, the same call that reads the new bytes):
+any in-place rewrite is caught even when the file grew past its old size in between.
+"""
+
+from __future__ import annotations
+
+import os
+
+from agent.model import FileRef, Line
+from agent.sources.handles import close_quietly, read_before
+from agent.sources.identity import FINGERPRINT_BYTES, TAIL_BYTES
+from agent.sources.reader import LineSplitter
+
+DevIno = tuple[int, int]
+
+
+class Tracked:
+    """Mutable state of one file generation; only the registry and tailer touch it."""
+
+    __slots__ = (
+        "acked", "devino", "done", "emitted", "fd", "gone", "head", "last_growth", "last_used",
+        "mtime_ns", "path", "ref", "replaced", "rotated", "size", "split", "stale", "tail", "tail_source",
+    )
+
+    def __init__(self, ref: FileRef, devino: DevIno, path: str | None, fd: int | None,
+                 split: LineSplitter, head: bytes, tail: bytes, now: float) -> None:
+        self.ref = ref
+        self.devino = devino
+        self.path = path  # where the globs found it last (None: no globbed path leads to it)
+        self.fd = fd
+        self.split = split
+        self.head = head  # first bytes of this generation, up to the fingerprint window
+        self.tail = tail  # up to 64 bytes just before split.pos
+        self.size = split.pos
+        self.mtime_ns = 0
+        self.acked = split.start
+        self.emitted = split.start
+        self.rotated = False
+        self.gone = False
+        self.replaced = False
+        self.done = False
+        self.stale = False  # closed, and stat says it changed: reopen and look
+        self.tail_source: Tracked | None = None  # the copy that holds our bytes after copytruncate
+        self.last_growth = now
+        self.last_used = now
+
+    @property
+    def pos(self) -> int:
+        return self.split.pos
+
+    @property
+    def unread(self) -> int:
+        """Bytes known to exist past the read offset (from the last stat)."""
+        return max(self.size - self.split.pos, 0)
+
+    def read(self, budget: int, chunk: int, now: float) -> tuple[list[Line], bool]:
+        """Read up to ``budget`` new bytes; return the completed lines and whether the file
+        turned out to be rewritten (shrunk below, or different bytes before, the read offset)."""
+        assert self.fd is not None
+        st = os.fstat(self.fd)
+        self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
+        if st.st_size < self.split.pos:
+            return [], True
+        lines: list[Line] = []
+        start = self.split.pos
+        while budget > 0:
+            want = min(chunk, budget)
+            k = len(self.tail)
+            data = os.pread(self.fd, want + k, self.split.pos - k)
+            if data[:k] != self.tail:
+                return lines, True
+            if len(data) == k:
+                break
+            data = data[k:]
+            self._remember(data)
+            lines += self.split.feed(data)
+            budget -= len(data)
+            if len(data) < want:
+                break
+        if self.split.pos > start:
+            self.last_growth = self.last_used = now
+            self.size = max(self.size, self.split.pos)
+        if lines:
+            self.emitted = lines[-1].end
+        return lines, False
+
+    def unchanged(self) -> bool:
+        """Whether the bytes before the read offset are still the ones read there."""
+        assert self.fd is not None
+        try:
+            return read_before(self.fd, self.split.pos) == self.tail
+        except OSError:
+            return False
+
+    def release(self) -> Line | None:
+        """Emit the held-back partial line: its writer is gone (see module docstring)."""
+        line = self.split.release()
+        if line is not None:
+            self.emitted = line.end
+        return line
+
+    def bytes_before(self, offset: int) -> bytes | None:
+        """The bytes before ``offset`` as they were read, or ``None`` if no longer reachable."""
+        if offset == self.split.pos:
+            return self.tail
+        source = self.tail_source if self.replaced else self
+        if source is None or source.fd is None or offset > source.split.pos:
+            return None
+        try:
+            return read_before(source.fd, offset)
+        except OSError:
+            return None
+
+    def close(self) -> bool:
+        """Close the descriptor; return whether one was open."""
+        was_open = self.fd is not None
+        close_quietly(self.fd)
+        self.fd = None
+        return was_open
+
+    def _remember(self, data: bytes) -> None:
+        base = self.split.pos
+        self.tail = data[-TAIL_BYTES:] if len(data) >= TAIL_BYTES else (self.tail + data)[-TAIL_BYTES:]
+        h = len(self.head)
+        if h < FINGERPRINT_BYTES and base <= h < base + len(data):
+            self.head += data[h - base : FINGERPRINT_BYTES - base]

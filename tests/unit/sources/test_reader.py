@@ -1,0 +1,100 @@
+"""LineSplitter: offsets, partial lines, CR/BOM stripping, oversize lines with bounded memory."""
+
+from __future__ import annotations
+
+import random
+
+from agent.model import FileIdentity, FileRef, Line
+from agent.sources.reader import BOM, LineSplitter
+
+REF = FileRef("s", "/x.log", FileIdentity(1, 2, "f" * 32, 10))
+
+
+def split(*chunks: bytes, max_line: int = 1 << 20, prefix: int = 16, pos: int = 0) -> tuple[list[Line], LineSplitter]:
+    s = LineSplitter(REF, pos, max_line, prefix)
+    out: list[Line] = []
+    for c in chunks:
+        out += s.feed(c)
+    return out, s
+
+
+def test_offsets_are_raw_bytes_and_end_is_after_newline() -> None:
+    lines, s = split("é1\nab\n".encode())
+    assert [(x.start, x.end, x.data) for x in lines] == [(0, 4, "é1".encode()), (4, 7, b"ab")]
+    assert s.pos == 7 and not s.has_partial
+
+
+def test_partial_line_is_held_until_its_newline() -> None:
+    lines, s = split(b"one\ntw", b"o", b"\nthree")
+    assert [(x.start, x.end, x.data) for x in lines] == [(0, 4, b"one"), (4, 8, b"two")]
+    assert s.has_partial and s.start == 8
+    released = s.release()
+    assert released == Line(REF, 8, 13, b"three")
+    assert s.release() is None
+
+
+def test_crlf_and_bom_at_offset_zero_only() -> None:
+    lines, _ = split(BOM + b"a\r\nb\r\n" + BOM + b"c\n")
+    assert [x.data for x in lines] == [b"a", b"b", BOM + b"c"]
+    assert lines[0].start == 0 and lines[0].end == 6
+
+
+def test_bom_split_across_reads_and_cr_inside_a_line_kept() -> None:
+    lines, _ = split(BOM[:2], BOM[2:] + b"x\ry\r", b"\n")
+    assert lines == [Line(REF, 0, 8, b"x\ry")]
+
+
+def test_resume_mid_file_does_not_strip_bom_lookalike() -> None:
+    lines, _ = split(BOM + b"z\n", pos=100)
+    assert lines == [Line(REF, 100, 105, BOM + b"z")]
+
+
+def test_oversize_line_within_one_chunk() -> None:
+    big = b"x" * 50
+    lines, _ = split(b"a\n" + big + b"\nb\n", max_line=20, prefix=8)
+    assert [(x.start, x.end, x.data, x.oversize) for x in lines] == [
+        (0, 2, b"a", False), (2, 53, b"x" * 8, True), (53, 55, b"b", False)]
+
+
+def test_oversize_line_across_chunks_keeps_only_a_prefix() -> None:
+    s = LineSplitter(REF, 0, 1000, 10)
+    assert s.feed(b"ok\n" + b"y" * 600) == [Line(REF, 0, 3, b"ok")]
+    for _ in range(100):
+        assert s.feed(b"y" * 600) == []
+        assert len(s.pending) <= 10
+    lines = s.feed(b"yy\nnext\n")
+    assert lines == [Line(REF, 3, 3 + 600 * 101 + 3, b"y" * 10, True), Line(REF, 60606, 60611, b"next")]
+
+
+def test_line_of_exactly_max_bytes_is_not_oversize() -> None:
+    lines, _ = split(b"z" * 20 + b"\n", b"w" * 21 + b"\n", max_line=20)
+    assert [x.oversize for x in lines] == [False, True]
+
+
+def test_release_of_an_endless_line_is_oversize_and_bounded() -> None:
+    s = LineSplitter(REF, 0, 100, 5)
+    for _ in range(50):
+        s.feed(b"q" * 99)
+    assert len(s.pending) == 5
+    assert s.release() == Line(REF, 0, 4950, b"qqqqq", True)
+
+
+def test_random_chunking_gives_the_same_lines() -> None:
+    rng = random.Random(7)
+    data = b"".join(b"%d-" % i + b"\xc3\xa9" * rng.randrange(5) + (b"\r" if i % 3 else b"") + b"\n"
+                    for i in range(300))
+    whole, _ = split(data)
+    for _ in range(20):
+        cuts = sorted(rng.sample(range(1, len(data)), 30))
+        chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        parts, _ = split(*chunks)
+        assert parts == whole
+    assert len(whole) == 300 and whole[-1].end == len(data)
+
+
+def test_moved_to_continues_the_partial_in_another_file() -> None:
+    s = LineSplitter(REF, 0, 100, 10)
+    s.feed(b"a\npart")
+    other_ref = FileRef("s", "/x.log", FileIdentity(1, 3, "f" * 32, 10))
+    other = s.moved_to(other_ref)
+    assert other.feed(b"ial\n") == [Line(other_ref, 2, 10, b"partial")]
