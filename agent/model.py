@@ -1,14 +1,17 @@
 """Values that cross stage boundaries: sources -> parse -> batch -> sink.
 
-Every type here is a frozen, slotted dataclass so that a stage can hand a value to the next one
-without either of them worrying about the other mutating it, and so that millions of them stay
-cheap. Nothing here does I/O.
+Every type here is immutable so that a stage can hand a value to the next one without either of
+them worrying about the other mutating it. The three made once per line (:class:`Line`,
+:class:`Row`, :class:`Item`) are typed ``NamedTuple`` s rather than frozen dataclasses: a frozen
+dataclass pays ``object.__setattr__`` per field (~420 ns to build a Line, measured) where a
+NamedTuple costs ~110 ns, and at hundreds of thousands of lines a second that was most of the
+tailing stage's time. The rest are frozen, slotted dataclasses. Nothing here does I/O.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +44,7 @@ class FileRef:
     identity: FileIdentity
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+class Line(NamedTuple):
     """One complete line: the bytes between ``start`` and ``end`` of ``file``.
 
     ``data`` has its terminating newline, a trailing CR and (at offset 0) a UTF-8 BOM removed.
@@ -72,8 +74,7 @@ class Checkpoint:
     tail_hash: str
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
     """A typed row for one ``observability`` table, in the column order of ``contract.COLUMNS``.
 
     ``merge`` is true for records that must be merged with another record of the same key
@@ -105,8 +106,7 @@ class AppLog:
 ParseResult = Row | DeadLetter | AppLog
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+class Item(NamedTuple):
     """A parsed line on its way to the sink: where it came from and what it became."""
 
     line: Line
