@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from agent import __version__
 from agent.config import CONFIG_ENV, Settings, effective_config, load_settings, mask_dsn
@@ -77,6 +78,53 @@ def _parser() -> argparse.ArgumentParser:
         "connects to nothing",
     )
     mg.set_defaults(func=cmd_migrate)
+
+    rn = sub.add_parser(
+        "run",
+        help="tail the configured files and ingest them (the agent)",
+        description="Run the agent: check (or apply) the schema, load checkpoints, tail every file "
+        "matching [[sources]] paths and commit rows, dead letters and offsets together. SIGTERM or "
+        "SIGINT drains and exits 0 within agent.shutdown_timeout_s; a second signal exits at once. "
+        "With no database.dsn, an embedded PostgreSQL is started (install 'hypertail[embedded]').",
+        epilog="example:\n  hypertail run --config /etc/hypertail/config.toml\n"
+        "  hypertail run --config backfill.toml --exit-when-idle   # ingest what is there, then exit",
+        formatter_class=fmt,
+    )
+    rn.add_argument("--config", type=Path, metavar="PATH", help=f"config file (default: ${CONFIG_ENV})")
+    rn.add_argument(
+        "--exit-when-idle",
+        action="store_true",
+        help="exit 0 once every matching file is committed to its end and nothing changed for --idle-grace",
+    )
+    rn.add_argument("--idle-grace", type=float, default=1.0, metavar="SECONDS",
+                    help="quiet period for --exit-when-idle (default: 1.0)")
+    rn.set_defaults(func=cmd_run)
+
+    st = sub.add_parser(
+        "status",
+        help="per source file: committed offset against size, last commit, recent dead letters",
+        description="Show how far the database is behind each tailed file, from the checkpoints in "
+        "the database. --json prints the documented shape (docs/status.md) for scripts.",
+        formatter_class=fmt,
+    )
+    st.add_argument("--config", type=Path, metavar="PATH", help=f"config file (default: ${CONFIG_ENV})")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--all-agents", action="store_true", help="include files committed by other agents")
+    st.set_defaults(func=cmd_status)
+
+    dm = sub.add_parser(
+        "demo",
+        help="start an embedded PostgreSQL, run a simulated RAG app, ingest it and show what landed",
+        description="No setup needed: starts the embedded PostgreSQL (in the user's data directory, "
+        "or agent.data_dir), runs a small simulated RAG application that logs only through "
+        "agent.emit, ingests its log with the real agent and prints rows per table and one trace "
+        "as a span tree.",
+        formatter_class=fmt,
+    )
+    dm.add_argument("--config", type=Path, metavar="PATH", help="optional: only agent.data_dir is used")
+    dm.add_argument("--chats", type=int, default=30, help="chat requests to simulate (default: 30)")
+    dm.add_argument("--documents", type=int, default=12, help="documents to process (default: 12)")
+    dm.set_defaults(func=cmd_demo)
     return p
 
 
@@ -125,6 +173,60 @@ def _embedded_dsn(settings: Settings) -> str:
     from agent.embedded import start_embedded
 
     return start_embedded(settings.agent.data_dir)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.ops.log import configure_logging, get_logger
+    from agent.runner import Runner
+
+    settings = load_settings(args.config)
+    if not settings.sources:
+        raise ConfigError("no [[sources]] configured: nothing to tail", key="sources")
+    configure_logging()
+    dsn = settings.database.dsn
+    if dsn is None:
+        dsn = _embedded_dsn(settings)
+        get_logger().info("db.embedded", dsn=mask_dsn(dsn))
+
+    async def _main() -> int:
+        runner = Runner(settings, dsn, exit_when_idle=args.exit_when_idle, idle_grace_s=args.idle_grace)
+        runner.install_signal_handlers()
+        return await runner.run()
+
+    return asyncio.run(_main())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from agent.status import build_status, render_table
+
+    settings = load_settings(args.config)
+    agent_id = None if args.all_agents else settings.agent.id
+    rows = asyncio.run(_read_status(settings, agent_id))
+    status = build_status(agent_id, rows)
+    print(json.dumps(status, indent=2) if args.json else render_table(status))
+    return EXIT_OK
+
+
+async def _read_status(settings: Settings, agent_id: str | None) -> list[Any]:
+    from agent.sink.connect import connect
+    from agent.sink.status import read_status
+
+    dsn = settings.database.dsn or _embedded_dsn(settings)
+    conn = await connect(settings.database, dsn)
+    try:
+        return await read_status(conn, agent_id)
+    finally:
+        await conn.close()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+    from agent.ops.log import configure_logging
+
+    configure_logging("warning")
+    settings = load_settings(args.config) if args.config else Settings()
+    print(run_demo(settings, chats=args.chats, documents=args.documents))
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

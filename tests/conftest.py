@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.pgserver import TestServer, start_test_server
+from tests.pgserver import DbServer, start_test_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_SQL = (ROOT / "schema.sql").read_text()
@@ -18,7 +18,7 @@ _counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[TestServer]:
+def pg_server() -> Iterator[DbServer]:
     """The session's PostgreSQL (or TimescaleDB) server."""
     server = start_test_server()
     try:
@@ -27,7 +27,7 @@ def pg_server() -> Iterator[TestServer]:
         server.close()
 
 
-async def _create_database(server: TestServer, name: str) -> None:
+async def _create_database(server: DbServer, name: str) -> None:
     conn = await asyncpg.connect(server.admin_dsn)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -36,7 +36,7 @@ async def _create_database(server: TestServer, name: str) -> None:
         await conn.close()
 
 
-async def _drop_database(server: TestServer, name: str) -> None:
+async def _drop_database(server: DbServer, name: str) -> None:
     conn = await asyncpg.connect(server.admin_dsn)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -45,7 +45,7 @@ async def _drop_database(server: TestServer, name: str) -> None:
 
 
 @pytest.fixture
-async def empty_dsn(pg_server: TestServer) -> AsyncIterator[str]:
+async def empty_dsn(pg_server: DbServer) -> AsyncIterator[str]:
     """DSN of a fresh, empty database (no schema applied), dropped after the test."""
     name = f"ht_{os.getpid()}_{next(_counter)}"
     await _create_database(pg_server, name)

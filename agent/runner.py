@@ -1,0 +1,382 @@
+"""Wire the stages and own the lifecycle: sources -> parse -> batcher -> sink.
+
+Three tasks share one event loop: the *reader* pulls lines from the tailer, parses them and
+fills the batcher; the *committer* takes full (or old enough) batches from a small bounded queue
+and commits them, then acknowledges offsets to the tailer; the *ticker* flushes batches by age,
+enforces the memory budget, and notices idleness. Parsing happens while the database copies, so
+neither waits for the other.
+
+Shutdown is two-phase: the first SIGTERM/SIGINT stops reading and drains what was read into a
+final commit within ``agent.shutdown_timeout_s``; a second signal exits at once. Nothing is lost
+either way: whatever was not committed is read again on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from agent import __version__
+from agent.batcher import Batch, Batcher, FlushPolicy
+from agent.config import Settings, mask_dsn
+from agent.model import Checkpoint, DeadLetter, FileRef, Item, Line, ParseResult
+from agent.ops.http import ProbeView, serve
+from agent.ops.log import get_logger
+from agent.ops.metrics import Metrics
+from agent.ops.rollup import rollup_loop
+from agent.ops.sync import FileSync, report
+from agent.parse import parse
+from agent.sink.sink import Sink
+from agent.sink.writer import CommitStats
+from agent.sources import SourceSpec, Tailer, TailOptions
+
+ROW_ID_NAMESPACE = uuid.UUID("6f1c4a2e-52b8-4d7e-9a51-2f0c7d1e8b33")
+_STOP = None
+
+
+def row_id(agent_id: str, file_key: str, offset: int) -> uuid.UUID:
+    """Deterministic id for a record the app gave none: a replayed line gets the same id."""
+    return uuid.uuid5(ROW_ID_NAMESPACE, f"{agent_id}\x1f{file_key}\x1f{offset}")
+
+
+@dataclass(slots=True)
+class RunState:
+    """Lifecycle flags the probes read."""
+
+    started: bool = False
+    stopping: bool = False
+    loop_beat: float = field(default_factory=time.monotonic)
+    inflight_bytes: int = 0
+    committing: bool = False
+
+
+class Runner:
+    """One agent process: its tailer, batcher, sink, metrics and lifecycle."""
+
+    def __init__(self, settings: Settings, dsn: str, *, exit_when_idle: bool = False, idle_grace_s: float = 1.0):
+        self.settings = settings
+        self.dsn = dsn
+        self.exit_when_idle = exit_when_idle
+        self.idle_grace_s = idle_grace_s
+        self.log = get_logger(agent_id=settings.agent.id)
+        self.metrics = Metrics()
+        self.state = RunState()
+        self.tailer: Tailer | None = None
+        self.sink = Sink(settings, dsn, self._tail_hash)
+        self.sink.on_retry = self._on_retry
+        b = settings.batch
+        self.batcher = Batcher(FlushPolicy(b.max_rows, b.max_bytes, b.max_age_ms / 1000))
+        self.queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=2)
+        self._stop = asyncio.Event()
+        self._keys = {s.name: s.record_type_key for s in settings.sources}
+        self._queued_bytes = 0
+        self._signals = 0
+        self._idle_since: float | None = None
+        self._db_ok = False
+        self._last_commit: dict[str, float] = {}
+        self._http: Any = None
+        self.lines_committed = 0
+        self.exit_code = 0
+
+    # ---- wiring -------------------------------------------------------------------------------
+    def _tail_hash(self, file: FileRef, offset: int) -> str:
+        assert self.tailer is not None
+        return self.tailer.tail_hash(file, offset)
+
+    def _make_tailer(self, checkpoints: list[Checkpoint]) -> Tailer:
+        t = self.settings.tail
+        specs = [
+            SourceSpec(name=s.name, paths=tuple(s.paths), exclude=tuple(s.exclude), start_at=s.start_at)
+            for s in self.settings.sources
+        ]
+        options = TailOptions(
+            max_line_bytes=t.max_line_bytes, max_open_files=t.max_open_files,
+            rescan_interval_s=t.rescan_interval_ms / 1000, use_events=t.use_events,
+            rotate_grace_s=t.rotate_grace_ms / 1000,
+        )
+        return Tailer(specs, checkpoints, options, on_event=self._on_source_event)
+
+    def _on_source_event(self, name: str, fields: dict[str, Any]) -> None:
+        self.metrics.source_events.labels(name).inc()
+        self.log.warning("source.event", kind=name, **fields)
+
+    def _on_retry(self, err: Exception, attempt: int, delay: float) -> None:
+        stalled = self.sink.health.stalled is not None
+        self.metrics.retries.labels("stall" if stalled else "retryable").inc()
+        event = "db.stalled" if stalled else "db.retry"
+        self.log.warning(event, error=str(err)[:500], attempt=attempt, delay_s=round(delay, 3))
+
+    # ---- the stages ----------------------------------------------------------------------------
+    def parse_line(self, line: Line) -> ParseResult:
+        if line.oversize:
+            return DeadLetter(
+                reason=f"line is {line.end - line.start} bytes, longer than tail.max_line_bytes "
+                f"({self.settings.tail.max_line_bytes}); its first bytes are kept",
+                field=None,
+            )
+        agent_id, key, start = self.settings.agent.id, line.file.identity.key, line.start
+        return parse(
+            line.data,
+            record_type_key=self._keys.get(line.file.source, "record_type"),
+            fallback_id=lambda: row_id(agent_id, key, start),
+        )
+
+    async def _reader(self) -> None:
+        assert self.tailer is not None
+        lines_read = self.metrics.lines_read
+        async for lines in self.tailer.batches():
+            for line in lines:
+                self.batcher.add(Item(line, self.parse_line(line)))
+                if self.batcher.full():
+                    await self._enqueue()
+            if lines:
+                lines_read.labels(lines[0].file.source).inc(len(lines))
+            self._update_budget()
+            if self._stop.is_set():
+                break
+
+    async def _enqueue(self) -> None:
+        batch = self.batcher.take()
+        if batch.items:
+            self._queued_bytes += batch.nbytes
+            await self.queue.put(batch)
+            self.metrics.queue_depth.set(self.queue.qsize())
+
+    async def _committer(self) -> None:
+        while True:
+            batch = await self.queue.get()
+            self.metrics.queue_depth.set(self.queue.qsize())
+            if batch is None:
+                return
+            self.state.committing = True
+            t0 = time.perf_counter()
+            stats = await self.sink.commit(batch.items)
+            self._after_commit(batch, stats, time.perf_counter() - t0)
+            self.state.committing = False
+
+    def _after_commit(self, batch: Batch, stats: CommitStats, seconds: float) -> None:
+        assert self.tailer is not None
+        now = time.time()
+        for key, c in stats.committed.items():
+            self.tailer.ack(c.file, c.offset)
+            self._last_commit[key] = now
+        self._db_ok = True
+        self._queued_bytes -= batch.nbytes
+        self.lines_committed += len(batch.items)
+        self._update_budget()
+        m = self.metrics
+        for table, n in stats.rows.items():
+            m.rows_written.labels(table).inc(n)
+        for item, dl in stats.dead_letters:
+            m.dead_letters.labels(_reason_class(dl.reason)).inc()
+            self.log.info("line.dead_letter", path=item.line.file.path, offset=item.line.start,
+                          reason=dl.reason[:300], field=dl.field)
+        m.app_logs.inc(stats.app_logs)
+        m.invalid_optional.inc(stats.warnings)
+        m.commits.inc(stats.transactions)
+        m.copy_attempts.inc(stats.attempts)
+        m.batch_rows.observe(len(batch.items))
+        m.commit_latency.observe(seconds)
+        m.last_commit.set(time.time())
+        if stats.attempts > stats.transactions:
+            self.log.warning("batch.split", lines=len(batch.items), attempts=stats.attempts,
+                             dead_letters=len(stats.dead_letters))
+
+    def _update_budget(self) -> None:
+        assert self.tailer is not None
+        inflight = self._queued_bytes + self.batcher.current.nbytes
+        self.state.inflight_bytes = inflight
+        self.metrics.inflight_bytes.set(inflight)
+        budget = self.settings.batch.memory_budget_bytes
+        if inflight >= budget:
+            self.tailer.pause()
+        elif inflight < budget // 2:
+            self.tailer.resume()
+
+    async def _ticker(self) -> None:
+        period = min(0.05, self.batcher.policy.max_age_s / 2)
+        while not self._stop.is_set():
+            self.state.loop_beat = time.monotonic()
+            if self.batcher.due():
+                await self._enqueue()
+            self._update_budget()
+            self._check_idle()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=period)
+
+    def _check_idle(self) -> None:
+        if not self.exit_when_idle or self.tailer is None:
+            return
+        busy = bool(self.batcher.current.items) or not self.queue.empty() or self.state.committing
+        if busy or not self.tailer.idle():
+            self._idle_since = None
+            return
+        now = time.monotonic()
+        self._idle_since = self._idle_since or now
+        if now - self._idle_since >= self.idle_grace_s:
+            self.log.info("agent.idle_exit", grace_s=self.idle_grace_s)
+            self.request_stop()
+
+    # ---- operations ----------------------------------------------------------------------------
+    async def _heartbeat(self) -> None:
+        """Liveness: proves the loop turns, from the very start (also while the database is down)."""
+        while True:
+            self.state.loop_beat = time.monotonic()
+            await asyncio.sleep(0.5)
+
+    def bytes_behind(self) -> int:
+        if self.tailer is None:
+            return 0
+        return sum(max(0, f.size - f.acked_offset) for f in self.tailer.files())
+
+    def file_syncs(self) -> list[FileSync]:
+        if self.tailer is None:
+            return []
+        out = []
+        for f in self.tailer.files():
+            key = f.file.identity.key
+            out.append(FileSync(f.file.path, f.size, f.acked_offset, self._last_commit.get(key)))
+            self.metrics.bytes_behind.labels(f.file.source, f.file.path).set(max(0, f.size - f.acked_offset))
+        return out
+
+    async def _ops_loop(self) -> None:
+        """Ping the database (readiness) and refresh provider_sync_status."""
+        period = self.settings.ops.sync_interval_ms / 1000
+        while True:
+            self._db_ok = await self.sink.ping()
+            if self._db_ok:
+                await self._report_sync()
+            await asyncio.sleep(period)
+
+    async def _report_sync(self) -> None:
+        if self.tailer is None:
+            return
+        h = self.sink.health
+        try:
+            conn = await self.sink.job_connection()
+            await report(conn, self.settings.agent.id, self.file_syncs(),
+                         stalled=h.stalled, error=h.last_error, retries=h.consecutive_failures)
+        except Exception as exc:
+            self.log.warning("sync.failed", error=self.sink.redact(str(exc))[:300])
+
+    async def _start_http(self) -> None:
+        http = self.settings.http
+        if not http.enabled:
+            return
+        view = ProbeView(
+            loop_beat=lambda: self.state.loop_beat, started=lambda: self.state.started,
+            db_reachable=lambda: self._db_ok and self.sink.health.connected is not False,
+            stalled=lambda: self.sink.health.stalled, last_error=lambda: self.sink.health.last_error,
+            bytes_behind=self.bytes_behind, max_lag_bytes=self.settings.ops.ready_max_lag_bytes,
+            registry=self.metrics.registry,
+        )
+        self._http = await serve(view, http.host, http.port)
+        self.log.info("http.listening", listen=http.listen)
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self.state.stopping = True
+        self._stop.set()
+        if self.tailer is not None:
+            self.tailer.stop()
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            self.log.warning("agent.forced_exit", signal=signal.Signals(signum).name)
+            os._exit(130)
+        self.log.info("agent.stopping", signal=signal.Signals(signum).name)
+        self.request_stop()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    async def run(self, on_ready: Callable[[], None] | None = None) -> int:
+        """Run until stopped (or idle with ``exit_when_idle``); return the exit code."""
+        self.log.info("agent.starting", version=__version__, database=mask_dsn(self.dsn),
+                      sources=[s.name for s in self.settings.sources])
+        background = [asyncio.create_task(self._heartbeat(), name="heartbeat")]
+        await self._start_http()
+        background.append(asyncio.create_task(self._ops_loop(), name="ops"))
+        if self.settings.ops.rollup_enabled:
+            ops = self.settings.ops
+            background.append(asyncio.create_task(rollup_loop(
+                lambda: self.sink.job_connection("rollup"), ops.rollup_interval_s, self._stop, self.log,
+                lookback_1m=timedelta(seconds=ops.rollup_lookback_1m_s),
+                lookback_1h=timedelta(seconds=ops.rollup_lookback_1h_s)), name="rollup"))
+        checkpoints = await self._startup()
+        if checkpoints is None:  # stopped before the database ever answered
+            await self._shutdown_background(background)
+            return self.exit_code
+        self._db_ok = True
+        self.log.info("db.mode", mode=self.sink.health.mode)
+        self.tailer = self._make_tailer(checkpoints)
+        self.state.started = True
+        self.log.info("agent.ready", checkpoints=len(checkpoints))
+        if on_ready is not None:
+            on_ready()
+        committer = asyncio.create_task(self._committer(), name="committer")
+        ticker = asyncio.create_task(self._ticker(), name="ticker")
+        reader = asyncio.create_task(self._reader(), name="reader")
+        await self._stop.wait()
+        await self._drain(reader, committer, ticker)
+        await self._shutdown_background(background)
+        return self.exit_code
+
+    async def _startup(self) -> list[Checkpoint] | None:
+        """Schema and checkpoints, retried while the database is away; None if stopped first."""
+        task = asyncio.create_task(self.sink.startup(self.settings.schema_.apply_on_start))
+        stop = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        self.log.info("agent.stopped", before_ready=True)
+        return None
+
+    async def _shutdown_background(self, background: list[asyncio.Task[None]]) -> None:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._report_sync(), timeout=2)
+        if self._http is not None:
+            await self._http.cleanup()
+        await self.sink.close()
+
+    async def _drain(
+        self, reader: asyncio.Task[None], committer: asyncio.Task[None], ticker: asyncio.Task[None]
+    ) -> None:
+        timeout = self.settings.agent.shutdown_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                await reader
+                await self._enqueue()
+                await self.queue.put(_STOP)
+                await committer
+            self.log.info("agent.stopped")
+        except TimeoutError:
+            self.log.error("agent.shutdown_timeout", timeout_s=timeout)
+            self.exit_code = 1
+        finally:
+            for task in (reader, committer, ticker):
+                task.cancel()
+            await asyncio.gather(reader, committer, ticker, return_exceptions=True)
+
+
+def _reason_class(reason: str) -> str:
+    """A low-cardinality label for a dead-letter reason (its first words)."""
+    head = reason.split(":", 1)[0]
+    return head[:40] if head else "unknown"
