@@ -28,11 +28,12 @@ class FileIdentity:
     ino: int
     fingerprint: str
     fingerprint_len: int
+    key: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def key(self) -> str:
-        """Stable text key used in checkpoints, dead letters and deterministic ids."""
-        return f"{self.dev}:{self.ino}:{self.fingerprint[:16]}"
+    def __post_init__(self) -> None:
+        # The stable text key used in checkpoints, dead letters and deterministic ids; computed
+        # once because it is read for every line.
+        object.__setattr__(self, "key", f"{self.dev}:{self.ino}:{self.fingerprint[:16]}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,8 @@ class Runner:
         self._last_commit: dict[str, float] = {}
         self._http: Any = None
         self.lines_committed = 0
+        self._started_at = time.time()
+        self.metrics.seconds_since_last_commit.set_function(self._since_last_commit)
         self.exit_code = 0
 
     # ---- wiring -------------------------------------------------------------------------------
@@ -225,6 +227,10 @@ class Runner:
             self.log.info("agent.idle_exit", grace_s=self.idle_grace_s)
             self.request_stop()
 
+    def _since_last_commit(self) -> float:
+        last = self.sink.health.last_commit or self._started_at
+        return max(0.0, time.time() - last)
+
     # ---- operations ----------------------------------------------------------------------------
     async def _heartbeat(self) -> None:
         """Liveness: proves the loop turns, from the very start (also while the database is down)."""
@@ -262,8 +268,9 @@ class Runner:
         h = self.sink.health
         try:
             conn = await self.sink.job_connection()
+            error = h.last_error if h.consecutive_failures else None
             await report(conn, self.settings.agent.id, self.file_syncs(),
-                         stalled=h.stalled, error=h.last_error, retries=h.consecutive_failures)
+                         stalled=h.stalled, error=error, retries=h.consecutive_failures)
         except Exception as exc:
             self.log.warning("sync.failed", error=self.sink.redact(str(exc))[:300])
 

@@ -47,6 +47,27 @@ class DbServer:
         """Start the embedded server again after :meth:`stop`."""
         self._handle.ensure_postgres_running()
 
+    async def require_password(self, role: str) -> None:
+        """Make ``role`` authenticate with a password (embedded: a pg_hba.conf line first).
+
+        The embedded server trusts every local connection; a canary-password test needs a login
+        that can fail. A DSN or Docker server already asks for passwords.
+        """
+        if self.kind != "embedded":
+            return
+        import asyncpg
+
+        hba = Path(self._handle.pgdata) / "pg_hba.conf"
+        line = f"local all {role} scram-sha-256\n"
+        text = hba.read_text()
+        if line not in text:
+            hba.write_text(line + text)
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
+
     def close(self) -> None:
         for fn in reversed(self._cleanup):
             fn()

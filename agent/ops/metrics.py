@@ -40,6 +40,10 @@ class Metrics:
         self.bytes_behind = Gauge(
             "hypertail_bytes_behind", "File size minus committed offset", ["source", "path"], registry=r
         )
+        self.seconds_since_last_commit = Gauge(
+            "hypertail_seconds_since_last_commit", "Seconds since the last commit (since start before one)",
+            registry=r,
+        )
         self.source_events = Counter(
             "hypertail_source_events", "Tailing events (rotation, truncation...)", ["event"], registry=r
         )

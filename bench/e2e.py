@@ -1,0 +1,293 @@
+"""End-to-end figures for the pipe, each against a baseline measured in the same run.
+
+    python bench/e2e.py [--dsn DSN] [--lines 200000] [--backlog-mb 1024] [--rate 2000 --seconds 20]
+
+1. Throughput: ``hypertail run --exit-when-idle`` on a file of N span lines, into the real spans
+   table with its indexes, against (a) a raw asyncpg binary COPY of the same rows already parsed
+   in memory (same batch size, one transaction per batch) and (b) one INSERT per event, each in
+   its own transaction (the seeds' in-process pattern; timed on a sample and scaled).
+   The agent's figure excludes its fixed start/stop cost, measured with an empty file.
+2. Latency: a writer appends lines at a steady rate while the agent runs; a BEFORE INSERT trigger
+   stamps each row with the database clock, so latency = insert time - write time (the commit
+   follows within the same transaction, a few ms later at most).
+3. CPU microseconds per line: the agent process's user+system time (from wait4), minus the
+   empty-file run, divided by N.
+4. Peak RSS (ru_maxrss of the agent process) while a backlog of --backlog-mb drains.
+
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agent import contract  # noqa: E402
+from agent.model import Row  # noqa: E402
+from agent.parse import parse  # noqa: E402
+from tests.pgserver import replace_database, start_test_server  # noqa: E402
+
+SCHEMA_SQL = (ROOT / "schema.sql").read_text()
+BATCH = 5000
+
+
+def span_line(seq: int, t_write: float | None = None) -> bytes:
+    """A realistic span line (~350 bytes), like agent.emit writes for an LLM call."""
+    rec: dict[str, Any] = {
+        "event": "span", "record_type": "span", "level": "info",
+        "timestamp": f"2026-11-01T12:00:00.{seq % 1_000_000:06d}Z",
+        "started_at": f"2026-11-01T11:59:59.{seq % 1_000_000:06d}Z",
+        "trace_id": f"{seq + 1:032x}", "span_id": f"{seq + 1:016x}", "parent_span_id": f"{seq + 7:016x}",
+        "name": "chat_completion", "span_type": "llm", "status": "completed", "duration_ms": seq % 2000,
+        "model": "gpt-4o-mini", "input_tokens": 1200 + seq % 300, "output_tokens": 200 + seq % 50,
+        "cost_usd": 0.000321, "temperature": 0.2, "seq": seq,
+    }
+    if t_write is not None:
+        rec["t_write"] = t_write
+    return orjson.dumps(rec) + b"\n"
+
+
+async def fresh_db(admin: str, name: str) -> str:
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    dsn = replace_database(admin, name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SET client_min_messages = warning")
+        await conn.execute(SCHEMA_SQL)
+    finally:
+        await conn.close()
+    return dsn
+
+
+def write_file(path: Path, n: int) -> int:
+    with path.open("wb") as fh:
+        for start in range(0, n, 10_000):
+            fh.write(b"".join(span_line(s) for s in range(start, min(n, start + 10_000))))
+    return path.stat().st_size
+
+
+def config(tmp: Path, dsn: str, logs: Path, **extra: str) -> Path:
+    p = tmp / f"bench-{len(list(tmp.glob('bench-*.toml')))}.toml"
+    p.write_text(f"""
+[database]
+dsn = "{dsn}"
+[[sources]]
+name = "bench"
+paths = ["{logs}/*.log"]
+[tail]
+rescan_interval_ms = 200
+[http]
+enabled = false
+[ops]
+rollup_enabled = false
+[agent]
+id = "bench"
+""" + "".join(f"{v}\n" for v in extra.values()))
+    return p
+
+
+def run_agent(cfg: Path, *args: str) -> dict[str, float]:
+    """Run the agent to --exit-when-idle; wall time, CPU seconds and peak RSS from wait4."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run", "--config", str(cfg), "--exit-when-idle",
+         "--idle-grace", "0.2", *args],
+        stdout=subprocess.DEVNULL, cwd=ROOT,
+    )
+    _, status, ru = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"agent exited {proc.returncode}")
+    return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "maxrss_kb": float(ru.ru_maxrss)}
+
+
+async def count(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM observability.spans"))
+    finally:
+        await conn.close()
+
+
+async def baseline_copy(dsn: str, lines: list[bytes]) -> float:
+    rows = [r.values for r in (parse(ln.rstrip(b"\n")) for ln in lines) if isinstance(r, Row)]
+    conn = await asyncpg.connect(dsn)
+    try:
+        t0 = time.perf_counter()
+        for i in range(0, len(rows), BATCH):
+            async with conn.transaction():
+                await conn.copy_records_to_table("spans", schema_name="observability",
+                                                 columns=contract.COLUMNS["spans"], records=rows[i : i + BATCH])
+        return time.perf_counter() - t0
+    finally:
+        await conn.close()
+
+
+async def baseline_insert(dsn: str, lines: list[bytes]) -> float:
+    rows = [r.values for r in (parse(ln.rstrip(b"\n")) for ln in lines) if isinstance(r, Row)]
+    cols = contract.COLUMNS["spans"]
+    sql = (f"INSERT INTO observability.spans ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in cols)}) "
+           f"VALUES ({', '.join(f'${i + 1}' for i in range(len(cols)))})")
+    conn = await asyncpg.connect(dsn)
+    try:
+        stmt = await conn.prepare(sql)
+        t0 = time.perf_counter()
+        for row in rows:
+            async with conn.transaction():
+                await stmt.fetch(*row)
+        return time.perf_counter() - t0
+    finally:
+        await conn.close()
+
+
+def throughput(admin: str, tmp: Path, n: int) -> dict[str, Any]:
+    logs = tmp / "tp"
+    logs.mkdir()
+    dsn = asyncio.run(fresh_db(admin, "bench_empty"))
+    empty = run_agent(config(tmp, dsn, logs))
+    size = write_file(logs / "app.log", n)
+    dsn = asyncio.run(fresh_db(admin, "bench_agent"))
+    agent = run_agent(config(tmp, dsn, logs))
+    assert asyncio.run(count(dsn)) == n, "the agent did not ingest every line"
+    lines = (logs / "app.log").read_bytes().splitlines(keepends=True)
+    copy_s = asyncio.run(baseline_copy(asyncio.run(fresh_db(admin, "bench_copy")), lines))
+    sample = lines[:5000]
+    insert_s = asyncio.run(baseline_insert(asyncio.run(fresh_db(admin, "bench_insert")), sample))
+    agent_s = agent["wall"] - empty["wall"]
+    return {
+        "lines": n, "file_mb": round(size / 2**20, 1),
+        "agent_lines_per_s": round(n / agent_s), "agent_wall_s": round(agent["wall"], 2),
+        "agent_fixed_cost_s": round(empty["wall"], 2),
+        "raw_copy_lines_per_s": round(n / copy_s), "insert_per_event_lines_per_s": round(len(sample) / insert_s),
+        "ratio_vs_raw_copy": round((n / agent_s) / (n / copy_s), 2),
+        "ratio_vs_insert_per_event": round((n / agent_s) / (len(sample) / insert_s), 1),
+        "agent_cpu_us_per_line": round((agent["cpu"] - empty["cpu"]) / n * 1e6, 2),
+    }
+
+
+LATENCY_TRIGGER = """
+CREATE FUNCTION stamp() RETURNS trigger AS $$
+BEGIN
+    NEW.metadata := NEW.metadata || jsonb_build_object('t_db', extract(epoch FROM clock_timestamp()));
+    RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER stamp BEFORE INSERT ON observability.spans FOR EACH ROW EXECUTE FUNCTION stamp();
+"""
+
+
+async def latencies(dsn: str) -> list[float]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT (metadata->>'t_db')::float8 - (metadata->>'t_write')::float8 AS lat FROM observability.spans"
+        )
+        return sorted(r["lat"] for r in rows)
+    finally:
+        await conn.close()
+
+
+def latency(admin: str, tmp: Path, rate: int, seconds: float) -> dict[str, Any]:
+    logs = tmp / "lat"
+    logs.mkdir()
+    dsn = asyncio.run(fresh_db(admin, "bench_latency"))
+
+    async def trigger() -> None:
+        c = await asyncpg.connect(dsn)
+        await c.execute(LATENCY_TRIGGER)
+        await c.close()
+
+    asyncio.run(trigger())
+    n = int(rate * seconds)
+    cfg = config(tmp, dsn, logs)
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(cfg)],
+                            stdout=subprocess.DEVNULL, cwd=ROOT)
+    time.sleep(2.0)  # let it start and reach its steady state
+
+    def writer() -> None:
+        t0 = time.perf_counter()
+        with (logs / "app.log").open("ab", buffering=0) as fh:
+            for seq in range(n):
+                fh.write(span_line(seq, time.time()))
+                ahead = t0 + (seq + 1) / rate - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    t.join()
+    deadline = time.time() + 30
+    while asyncio.run(count(dsn)) < n and time.time() < deadline:
+        time.sleep(0.1)
+    proc.terminate()
+    proc.wait(timeout=30)
+    lat = asyncio.run(latencies(dsn))
+
+    def pct(p: float) -> float:
+        return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 1)
+
+    return {"rate_lines_per_s": rate, "lines": len(lat), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+            "max_ms": round(lat[-1] * 1000, 1)}
+
+
+def backlog(admin: str, tmp: Path, mb: int) -> dict[str, Any]:
+    logs = tmp / "backlog"
+    logs.mkdir()
+    per_line = len(span_line(123456))
+    n = mb * 2**20 // per_line
+    size = write_file(logs / "app.log", n)
+    dsn = asyncio.run(fresh_db(admin, "bench_backlog"))
+    res = run_agent(config(tmp, dsn, logs))
+    return {"backlog_mb": round(size / 2**20), "lines": n, "drain_s": round(res["wall"], 1),
+            "lines_per_s": round(n / res["wall"]), "peak_rss_mb": round(res["maxrss_kb"] / 1024, 1)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dsn", help="an admin DSN (default: start an embedded PostgreSQL)")
+    p.add_argument("--lines", type=int, default=200_000)
+    p.add_argument("--rate", type=int, default=2000)
+    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--backlog-mb", type=int, default=1024, help="0 skips the backlog run")
+    a = p.parse_args()
+    server = None
+    admin = a.dsn
+    if admin is None:
+        server = start_test_server()
+        admin = server.admin_dsn
+    try:
+        with tempfile.TemporaryDirectory(prefix="hypertail-bench-") as tmp:
+            out = {"throughput": throughput(admin, Path(tmp), a.lines)}
+            print(json.dumps(out, indent=2), flush=True)
+            out["latency"] = latency(admin, Path(tmp), a.rate, a.seconds)
+            print(json.dumps(out["latency"], indent=2), flush=True)
+            if a.backlog_mb:
+                out["backlog"] = backlog(admin, Path(tmp), a.backlog_mb)
+                print(json.dumps(out["backlog"], indent=2), flush=True)
+    finally:
+        if server is not None:
+            server.close()
+
+
+if __name__ == "__main__":
+    main()
