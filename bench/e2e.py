@@ -38,11 +38,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent import contract  # noqa: E402
+from agent.config import SchemaSettings  # noqa: E402
 from agent.model import Row  # noqa: E402
 from agent.parse import parse  # noqa: E402
+from agent.sink.schema import apply_schema  # noqa: E402
+from agent.sink.status import recreate_database  # noqa: E402
 from tests.pgserver import replace_database, start_test_server  # noqa: E402
 
-SCHEMA_SQL = (ROOT / "schema.sql").read_text()
 BATCH = 5000
 
 
@@ -63,17 +65,12 @@ def span_line(seq: int, t_write: float | None = None) -> bytes:
 
 
 async def fresh_db(admin: str, name: str) -> str:
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
+    """A new database ``name`` with schema.sql applied; returns its DSN."""
+    await recreate_database(admin, name)
     dsn = replace_database(admin, name)
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("SET client_min_messages = warning")
-        await conn.execute(SCHEMA_SQL)
+        await apply_schema(conn, SchemaSettings())
     finally:
         await conn.close()
     return dsn

@@ -8,11 +8,9 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.ops.log import EVENTS
@@ -20,20 +18,6 @@ from tests.e2e.harness import Agent, assert_exact, seqs, span_line, wait_until
 from tests.pgserver import DbServer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def logs(tmp_path: Path) -> Path:
-    d = tmp_path / "logs"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def agent(tmp_path: Path, logs: Path, dsn: str) -> Iterator[Agent]:
-    a = Agent(workdir=tmp_path, dsn=dsn, logs=logs)
-    yield a
-    a.stop_quietly()
 
 
 def metrics(agent: Agent) -> dict[str, float]:

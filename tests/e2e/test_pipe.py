@@ -12,7 +12,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -21,20 +21,6 @@ import pytest
 
 from tests.e2e.harness import Agent, assert_exact, checkpoints, dead_letters, seqs, span_line, wait_until
 from tests.pgserver import DbServer
-
-
-@pytest.fixture
-def logs(tmp_path: Path) -> Path:
-    d = tmp_path / "logs"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def agent(tmp_path: Path, logs: Path, dsn: str) -> Iterator[Agent]:
-    a = Agent(workdir=tmp_path, dsn=dsn, logs=logs)
-    yield a
-    a.stop_quietly()
 
 
 @pytest.fixture

@@ -1,0 +1,24 @@
+"""Fixtures of the end-to-end tests: a log folder and an agent process configured for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import Agent
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Path:
+    d = tmp_path / "logs"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def agent(tmp_path: Path, logs: Path, dsn: str) -> Iterator[Agent]:
+    a = Agent(workdir=tmp_path, dsn=dsn, logs=logs)
+    yield a
+    a.stop_quietly()
