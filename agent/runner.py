@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import time
 import uuid
@@ -38,6 +39,10 @@ from agent.sink.sink import Sink
 from agent.sink.writer import CommitStats
 from agent.sources import SourceSpec, Tailer, TailOptions
 
+_ROUTINE_SOURCE_EVENTS = frozenset({
+    "rotation.copytruncate", "rotation.copy_adopted", "rotation.out_of_globs", "file.deleted",
+    "file.permission_restored", "file.rewritten",
+})
 ROW_ID_NAMESPACE = uuid.UUID("6f1c4a2e-52b8-4d7e-9a51-2f0c7d1e8b33")
 _STOP = None
 
@@ -107,8 +112,10 @@ class Runner:
         return Tailer(specs, checkpoints, options, on_event=self._on_source_event)
 
     def _on_source_event(self, name: str, fields: dict[str, Any]) -> None:
+        """Tailing events: routine rotations at info, anything that needs a look at warning."""
         self.metrics.source_events.labels(name).inc()
-        self.log.warning("source.event", kind=name, **fields)
+        level = "info" if name in _ROUTINE_SOURCE_EVENTS else "warning"
+        getattr(self.log, level)("source.event", kind=name, **fields)
 
     def _on_retry(self, err: Exception, attempt: int, delay: float) -> None:
         stalled = self.sink.health.stalled is not None
@@ -178,7 +185,7 @@ class Runner:
         for table, n in stats.rows.items():
             m.rows_written.labels(table).inc(n)
         for item, dl in stats.dead_letters:
-            m.dead_letters.labels(_reason_class(dl.reason)).inc()
+            m.dead_letters.labels(reason_class(dl)).inc()
             self.log.info("line.dead_letter", path=item.line.file.path, offset=item.line.start,
                           reason=dl.reason[:300], field=dl.field)
         m.app_logs.inc(stats.app_logs)
@@ -383,7 +390,9 @@ class Runner:
             await asyncio.gather(reader, committer, ticker, return_exceptions=True)
 
 
-def _reason_class(reason: str) -> str:
-    """A low-cardinality label for a dead-letter reason (its first words)."""
-    head = reason.split(":", 1)[0]
-    return head[:40] if head else "unknown"
+def reason_class(dl: DeadLetter) -> str:
+    """A low-cardinality metric label for a dead letter: the field at fault, or the reason's kind."""
+    if dl.field:
+        return f"field:{dl.field}"
+    head = dl.reason.split(":", 1)[0]
+    return re.sub(r"(?<![\w-])\d+", "N", head)[:60] or "unknown"

@@ -86,3 +86,12 @@ def test_merge_rule_is_order_independent_for_start_and_end(a: str, b: str, ma: d
     if len(finals) == 1:
         assert ab[status_i] == ba[status_i] == finals.pop()
     assert orjson.loads(ab[meta_i]) == {**ma, **mb}
+
+
+def test_dead_letter_metric_labels_stay_low_cardinality() -> None:
+    from agent.runner import reason_class
+
+    assert reason_class(DeadLetter("trace_id: expected 32 hex digits, got 'zz'", "trace_id")) == "field:trace_id"
+    assert reason_class(DeadLetter("invalid UTF-8 at byte 17", None)) == "invalid UTF-8 at byte N"
+    assert reason_class(DeadLetter("invalid JSON: unexpected character: line 1 column 9", None)) == "invalid JSON"
+    assert reason_class(DeadLetter("database refused the row: 22P02 ...", None)) == "database refused the row"
