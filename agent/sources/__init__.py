@@ -26,6 +26,9 @@ Policies (each module's docstring says why):
 * **Restart.** A checkpoint resumes its file when (dev, ino) and fingerprint match and the tail
   hash at its offset agrees; otherwise the file is read from 0. Tail hash ``REWRITTEN`` (the
   bytes were gone before the sink asked) never agrees; ``""`` (unknown file) trusts the identity.
+  A checkpoint no globbed file continues is looked for in its folder: its inode under another
+  name (renamed away), else a copytruncate copy with its fingerprint and tail hash - whatever
+  became of the original (truncated, renamed, deleted, its inode number reused by a new file).
 * **Grace.** An unterminated last line is held until its newline, or - only for a rotated file
   (renamed, moved out, deleted, a copy) - until it has been quiet for ``rotate_grace_s``: then it
   is released as a line ending at the last byte. A truncated file's held line is released at once

@@ -7,8 +7,13 @@ offset like a file rotated away while we held it:
 
 * **moved**: its inode is there under a name outside the globs (rename rotation) with the same
   fingerprint and more bytes than the checkpoint covers;
-* **copied**: its inode now holds other content (a copytruncate happened) and a file no checkpoint
+* **copied**: its inode no longer holds the checkpointed content - it holds other content (a
+  copytruncate happened, then maybe a rename), or it is gone (deleted) - and a file no checkpoint
   of its own describes has the same fingerprint and the checkpointed tail hash at the offset.
+
+Where the checkpoint's inode is now never decides whether its copy is looked for: once the
+original is deleted, its inode number may be reused by any new file (the next ``app.log``, a
+rotated name), and what we read must not depend on that.
 
 Both are reported as ``rotation.out_of_globs`` with the bytes left to read.
 """
@@ -21,7 +26,7 @@ from collections.abc import Iterable
 from agent.model import Checkpoint
 from agent.sources.discovery import DevIno, Found, Globs, siblings
 from agent.sources.files import Emit, FileSet
-from agent.sources.handles import read_head
+from agent.sources.handles import open_regular, read_head
 from agent.sources.identity import matches
 from agent.sources.matching import Matcher
 
@@ -43,16 +48,37 @@ class Recovery:
                        if (st.st_dev, st.st_ino) not in found and (st.st_dev, st.st_ino) not in self.files.active]
             by_inode = {(st.st_dev, st.st_ino): (p, st) for p, st in listing}
             strangers = sorted(listing, key=lambda e: -e[1].st_mtime_ns)[:MAX_CANDIDATES]
+            heads: dict[str, bytes] = {}
             for cp in sorted(cps, key=lambda c: c.identity.fingerprint_len):
                 inode = (cp.identity.dev, cp.identity.ino)
                 if cp.identity not in self.matcher.unclaimed:
                     continue
-                if inode in by_inode:
-                    self._drain(by_inode[inode], cp, now, copy=False)
-                elif inode in found:
-                    for entry in strangers:
-                        if self._drain(entry, cp, now, copy=True):
-                            break
+                if inode in by_inode and self._drain(by_inode[inode], cp, now, copy=False):
+                    continue
+                # Not moved: whether the inode now holds other content, is gone, or its number was
+                # reused by a new file, a copy of the checkpointed content may hold the rest.
+                for entry in strangers:
+                    if entry[1].st_size > cp.offset and matches(cp.identity, self._head(heads, entry[0])) \
+                            and self._drain(entry, cp, now, copy=True):
+                        break
+
+    def _head(self, cache: dict[str, bytes], path: str) -> bytes:
+        """The first bytes of ``path``, read once per folder through a short-lived descriptor."""
+        head = cache.get(path)
+        if head is None:
+            try:
+                fd, _ = open_regular(self.files.opener, path)
+            except OSError:
+                head = b""
+            else:
+                try:
+                    head = read_head(fd)
+                except OSError:
+                    head = b""
+                finally:
+                    os.close(fd)
+            cache[path] = head
+        return head
 
     def _drain(self, entry: tuple[str, os.stat_result], cp: Checkpoint, now: float, copy: bool) -> bool:
         path, st = entry
@@ -85,3 +111,4 @@ def _by_folder(cps: Iterable[Checkpoint]) -> dict[str, list[Checkpoint]]:
     for cp in cps:
         out.setdefault(os.path.dirname(cp.path), []).append(cp)
     return out
+

@@ -210,8 +210,9 @@ class TailModel(RuleBasedStateMachine):
             return True  # continued where the original stopped, or read as a new file
         if not first_scan:
             return c.copy_known  # looked for next to the original when its truncation is seen
-        assert c.copy_of is not None  # after a restart: found through the original's checkpoint
-        return c.copy_checkpointed and c.copy_of.name == self.live and bool(c.unread)
+        # after a restart: found through the original's checkpoint, wherever the original is now
+        # (still live, renamed, or deleted - its inode number may even be reused by a new file)
+        return c.copy_checkpointed and bool(c.unread)
 
     def _recovered(self, f: MFile) -> bool:
         """First scan after a restart: a checkpointed file outside the globs with more bytes."""
@@ -254,7 +255,9 @@ class TailModelOutsideGlobs(TailModel):
     """Only ``app.log`` matches: rotated names are outside the globs (the common ``*.log`` setup).
 
     Such files are read through descriptors the tailer holds, found next to the original
-    (copytruncate copies), or, after a restart, found by their checkpoints."""
+    (copytruncate copies), or, after a restart, found by their checkpoints: a renamed file by its
+    inode, a copytruncate copy by the checkpoint of the generation it copied - whatever became of
+    the original since (truncated, renamed, deleted, its inode number reused)."""
 
     GLOB = "app.log"
 
