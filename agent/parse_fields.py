@@ -27,6 +27,9 @@ from agent import contract as c
 _Q6: Final = Decimal(1).scaleb(-c.NUMERIC_SCALE)
 _NUMERIC_LIMIT: Final = Decimal(c.NUMERIC_LIMIT)
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+# A float within this bound needs no range check in to_numeric: repr() is monotonic, so its
+# decimal is within +-(10**4 - 10**-6), and so is that rounded to 6 places.
+NUMERIC_FLOAT_BOUND: Final = float(_NUMERIC_LIMIT - _Q6)
 # asyncpg writes exactly datetime.min / datetime.max as -infinity / infinity: both are refused.
 TIME_MIN: Final = datetime.min.replace(tzinfo=UTC)
 TIME_MAX: Final = datetime.max.replace(tzinfo=UTC)
@@ -64,18 +67,28 @@ def line_uuid(data: bytes) -> uuid.UUID:
 # --- identifiers -------------------------------------------------------------------------------
 
 def hex_lower(value: str, size: int) -> bool:
-    """Exactly ``size`` lower-case hex digits (``bytes.fromhex`` is ~8x faster than a regex here)."""
+    """Exactly ``size`` lower-case hex digits.
+
+    ``bytes.fromhex`` refuses anything but hex digits and ASCII whitespace; its ``hex()`` is
+    lower case without whitespace, so the round trip equals ``value`` exactly when ``value`` is
+    lower-case hex (several times faster than a regex, or than ``islower()`` on the text).
+    """
     try:
-        return len(value) == size == 2 * len(bytes.fromhex(value)) and (value.islower() or value.isdigit())
+        return len(value) == size and bytes.fromhex(value).hex() == value
     except (ValueError, TypeError):
         return False
 
 
 def _w3c_id(value: Any, field: c.Field, size: int) -> str:
-    if type(value) is str and value.isascii():
-        low: str = value if hex_lower(value, size) else value.lower()
-        if hex_lower(low, size) and low.strip("0"):
-            return low
+    """Any-case hex of ``size`` digits, not all zero -> its lower-case text."""
+    if type(value) is str and len(value) == size:
+        try:
+            raw = bytes.fromhex(value)  # non-ASCII raises; whitespace shortens the result
+        except ValueError:
+            raw = b""
+        if 2 * len(raw) == size and raw.strip(b"\0"):
+            low = raw.hex()
+            return value if low == value else low
     raise Invalid(field.name, f"{size} hex digits, not all zero", value)
 
 
@@ -164,6 +177,8 @@ def to_int8(value: Any, field: c.Field) -> int:
 def to_numeric(value: Any, field: c.Field) -> Decimal:
     """numeric(10, 6): a number (or numeric text) rounded to 6 places, |v| < 10**4."""
     try:
+        if type(value) is float and -NUMERIC_FLOAT_BOUND <= value <= NUMERIC_FLOAT_BOUND:
+            return Decimal(repr(value)).quantize(_Q6)  # the common case: no range check needed
         if type(value) is float or type(value) is int:
             dec = Decimal(repr(value))
         elif type(value) is str and len(value) <= 40:
