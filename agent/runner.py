@@ -39,6 +39,7 @@ from agent.sink.sink import Sink
 from agent.sink.writer import CommitStats
 from agent.sources import SourceSpec, Tailer, TailOptions
 
+_YIELD_EVERY = 64
 _ROUTINE_SOURCE_EVENTS = frozenset({
     "rotation.copytruncate", "rotation.copy_adopted", "rotation.out_of_globs", "file.deleted",
     "file.permission_restored", "file.rewritten",
@@ -140,17 +141,28 @@ class Runner:
 
     async def _reader(self) -> None:
         assert self.tailer is not None
-        lines_read = self.metrics.lines_read
+        parse_line, batcher = self.parse_line, self.batcher
         async for lines in self.tailer.batches():
-            for line in lines:
-                self.batcher.add(Item(line, self.parse_line(line)))
-                if self.batcher.full():
+            for i, line in enumerate(lines, 1):
+                batcher.add(Item(line, parse_line(line)))
+                if batcher.full():
                     await self._enqueue()
-            if lines:
-                lines_read.labels(lines[0].file.source).inc(len(lines))
+                if i % _YIELD_EVERY == 0:
+                    # Parsing is CPU work on the loop thread: step aside now and then so the
+                    # committer's next round trip starts at once and the database never waits.
+                    await asyncio.sleep(0)
+            self._count_lines(lines)
             self._update_budget()
             if self._stop.is_set():
                 break
+
+    def _count_lines(self, lines: list[Line]) -> None:
+        per_source: dict[str, int] = {}
+        for line in lines:
+            src = line.file.source
+            per_source[src] = per_source.get(src, 0) + 1
+        for src, n in per_source.items():
+            self.metrics.lines_read.labels(src).inc(n)
 
     async def _enqueue(self) -> None:
         batch = self.batcher.take()

@@ -28,7 +28,7 @@ import asyncpg
 
 from agent import contract
 from agent.batcher import Tables, build_tables
-from agent.errors import DataError, StallError
+from agent.errors import DataError, RetryableError, StallError
 from agent.model import DeadLetter, FileRef, Item
 from agent.sink.classify import classify
 
@@ -77,20 +77,30 @@ STAGING_DDL = [
     for t in contract.COLUMNS
 ]
 
+# Lock the batch's checkpoint rows (creating missing ones) and read their committed offsets, in
+# one round trip. A row another agent inserts concurrently is not visible to this statement's
+# snapshot; the compare-and-set below catches that case.
 LOCK_SQL = """
-INSERT INTO hypertail.checkpoints (file_key, agent_id, source, path, device, inode, fingerprint,
-                                   fingerprint_len, committed_offset, tail_hash)
-SELECT k, $2, '', '', 0, 0, '', 0, 0, '' FROM unnest($1::text[]) AS k
-ON CONFLICT (file_key) DO NOTHING
-"""
-SELECT_FOR_UPDATE = (
-    "SELECT file_key, committed_offset FROM hypertail.checkpoints WHERE file_key = ANY($1::text[]) "
-    "ORDER BY file_key FOR UPDATE"
+WITH locked AS (
+    SELECT file_key, committed_offset FROM hypertail.checkpoints
+    WHERE file_key = ANY($1::text[]) ORDER BY file_key FOR UPDATE
+), created AS (
+    INSERT INTO hypertail.checkpoints (file_key, agent_id, source, path, device, inode, fingerprint,
+                                       fingerprint_len, committed_offset, tail_hash)
+    SELECT k, $2, '', '', 0, 0, '', 0, 0, '' FROM unnest($1::text[]) AS k
+    ON CONFLICT (file_key) DO NOTHING
 )
+SELECT file_key, committed_offset FROM locked
+"""
+# Compare-and-set: a checkpoint moves only from the offset this transaction read.
 CHECKPOINT_SQL = """
-UPDATE hypertail.checkpoints SET agent_id = $2, source = $3, path = $4, device = $5, inode = $6,
-       fingerprint = $7, fingerprint_len = $8, committed_offset = $9, tail_hash = $10, updated_at = now()
-WHERE file_key = $1
+UPDATE hypertail.checkpoints AS c
+SET agent_id = $2, source = u.source, path = u.path, device = u.device, inode = u.inode,
+    fingerprint = u.fp, fingerprint_len = u.fpl, committed_offset = u.off, tail_hash = u.th, updated_at = now()
+FROM unnest($1::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::int[],
+            $9::bigint[], $10::text[], $11::bigint[]) AS u(key, source, path, device, inode, fp, fpl, off, th, expected)
+WHERE c.file_key = u.key AND c.committed_offset = u.expected
+RETURNING c.file_key
 """
 DEAD_LETTER_SQL = """
 INSERT INTO hypertail.dead_letters (agent_id, source, path, file_key, byte_offset, line_length, reason, field, raw)
@@ -191,17 +201,43 @@ class Writer:
         return await self._commit_once([Item(item.line, DeadLetter(reason=reason, field=None))])
 
     async def _commit_once(self, items: Sequence[Item]) -> CommitStats:
-        stats = CommitStats(attempts=1, transactions=1)
-        try:
-            async with self.conn.transaction():
-                kept = await self._lock_and_filter(items, stats)
-                tables = build_tables(kept)
-                await self._write_tables(tables, stats)
-                await self._write_dead_letters(tables)
-                await self._write_checkpoints(kept, stats)
-        except Exception as exc:  # translated once, here
-            raise classify(exc) from exc
-        self._after_commit()
+        """One batch in one transaction; retried at once after a key conflict or a checkpoint race.
+
+        Plain rows are COPYed optimistically without a savepoint (a savepoint costs two round
+        trips on every batch); when a key already exists the transaction is retried with that
+        table going through the staging upsert. When another agent moved a checkpoint meanwhile,
+        the retry reads its offset and drops the lines it already committed.
+        """
+        upsert: set[str] = set()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                stats = await self._transaction(items, upsert)
+            except asyncpg.UniqueViolationError as exc:
+                table = getattr(exc, "table_name", None)
+                if table not in contract.COLUMNS or table in upsert:
+                    raise classify(exc) from exc
+                upsert.add(table)
+                continue
+            except CheckpointConflict:
+                if attempts > 10:
+                    raise RetryableError("checkpoint compare-and-set kept failing") from None
+                continue
+            except Exception as exc:  # translated once, here
+                raise classify(exc) from exc
+            stats.attempts = stats.transactions = attempts
+            self._after_commit()
+            return stats
+
+    async def _transaction(self, items: Sequence[Item], upsert: set[str]) -> CommitStats:
+        stats = CommitStats()
+        async with self.conn.transaction():
+            kept, expected = await self._lock_and_filter(items, stats)
+            tables = build_tables(kept)
+            await self._write_tables(tables, stats, upsert)
+            await self._write_dead_letters(tables)
+            await self._write_checkpoints(kept, expected, stats)
         stats.dead_letters = tables.dead
         stats.app_logs, stats.warnings = tables.app_logs, tables.warnings
         return stats
@@ -211,30 +247,25 @@ class Writer:
         if self._kill_after and self._commits >= self._kill_after:
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: crash after COMMIT, before bookkeeping
 
-    async def _lock_and_filter(self, items: Sequence[Item], stats: CommitStats) -> list[Item]:
+    async def _lock_and_filter(self, items: Sequence[Item], stats: CommitStats) -> tuple[list[Item], dict[str, int]]:
         keys = sorted({i.line.file.identity.key for i in items})
-        await self.conn.execute(LOCK_SQL, keys, self.agent_id)
-        committed = {r["file_key"]: r["committed_offset"] for r in await self.conn.fetch(SELECT_FOR_UPDATE, keys)}
+        committed = {r["file_key"]: r["committed_offset"] for r in await self.conn.fetch(LOCK_SQL, keys, self.agent_id)}
         kept = [i for i in items if i.line.start >= committed.get(i.line.file.identity.key, 0)]
         stats.skipped_lines = len(items) - len(kept)
-        return kept
+        return kept, committed
 
-    async def _write_tables(self, tables: Tables, stats: CommitStats) -> None:
+    async def _write_tables(self, tables: Tables, stats: CommitStats, upsert: set[str]) -> None:
         for table, rows in tables.copy.items():
-            await self._copy_or_upsert(table, rows)
+            if table in upsert:
+                await self._upsert(table, rows)
+            else:
+                await self.conn.copy_records_to_table(
+                    table, records=rows, columns=contract.COLUMNS[table], schema_name=contract.SCHEMA
+                )
             stats.rows[table] = stats.rows.get(table, 0) + len(rows)
         for table, rows in tables.merge.items():
             await self._upsert(table, rows)
             stats.rows[table] = stats.rows.get(table, 0) + len(rows)
-
-    async def _copy_or_upsert(self, table: str, rows: list[tuple[Any, ...]]) -> None:
-        try:
-            async with self.conn.transaction():
-                await self.conn.copy_records_to_table(
-                    table, records=rows, columns=contract.COLUMNS[table], schema_name=contract.SCHEMA
-                )
-        except asyncpg.UniqueViolationError:
-            await self._upsert(table, rows)
 
     async def _upsert(self, table: str, rows: list[tuple[Any, ...]]) -> None:
         await self.conn.copy_records_to_table(_stage(table), records=rows, columns=contract.COLUMNS[table])
@@ -255,20 +286,29 @@ class Writer:
             _clean_text(dl.reason), _clean_text(dl.field) if dl.field else None, line.data[:RAW_LIMIT],
         )
 
-    async def _write_checkpoints(self, items: Sequence[Item], stats: CommitStats) -> None:
+    async def _write_checkpoints(self, items: Sequence[Item], expected: dict[str, int], stats: CommitStats) -> None:
         last: dict[str, Item] = {}
         for item in items:
             last[item.line.file.identity.key] = item
-        args = []
+        if not last:
+            return
+        cols: list[list[Any]] = [[] for _ in range(10)]
         for key, item in last.items():
             f, end = item.line.file, item.line.end
             th = self.tail_hash(f, end)
             ident = f.identity
-            args.append((key, self.agent_id, f.source, f.path, ident.dev, ident.ino, ident.fingerprint,
-                         ident.fingerprint_len, end, th))
+            row = (key, f.source, f.path, ident.dev, ident.ino, ident.fingerprint, ident.fingerprint_len, end, th,
+                   expected.get(key, 0))
+            for col, value in zip(cols, row, strict=True):
+                col.append(value)
             stats.committed[key] = Committed(f, end, th)
-        if args:
-            await self.conn.executemany(CHECKPOINT_SQL, args)
+        moved = await self.conn.fetch(CHECKPOINT_SQL, cols[0], self.agent_id, *cols[1:])
+        if len(moved) != len(last):
+            raise CheckpointConflict(f"{len(last) - len(moved)} checkpoint(s) moved by another agent")
+
+
+class CheckpointConflict(Exception):
+    """Another agent committed the same file between our read and our update: retry the batch."""
 
 
 def _is_db_refusal(dl: DeadLetter) -> bool:
