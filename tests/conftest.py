@@ -77,3 +77,13 @@ async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
         yield c
     finally:
         await c.close()
+
+
+@pytest.fixture
+async def conn2(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A second connection to the same database (for concurrency and locking tests)."""
+    c = await asyncpg.connect(dsn)
+    try:
+        yield c
+    finally:
+        await c.close()

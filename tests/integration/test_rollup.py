@@ -13,7 +13,6 @@ import math
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -128,15 +127,6 @@ async def spans(conn: asyncpg.Connection) -> list[Span]:
     await insert_traces(conn)
     await insert_spans(conn, data)
     return data
-
-
-@pytest.fixture
-async def conn2(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    c = await asyncpg.connect(dsn)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 # --- references ------------------------------------------------------------------------------

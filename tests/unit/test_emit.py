@@ -25,14 +25,6 @@ TID = "4bf92f3577b34da6a3ce929d0e0e4736"
 SID = "00f067aa0ba902b7"
 
 
-@pytest.fixture
-def log_path(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "app.log"
-    emit.configure(path)
-    yield path
-    emit.shutdown()
-
-
 def records(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,14 +21,6 @@ from agent.parse import parse
 USER = uuid.UUID("8d3a7f0e-1c2b-4a5d-9e6f-0a1b2c3d4e5f")
 KB = uuid.UUID("1d3a7f0e-1c2b-4a5d-9e6f-0a1b2c3d4e50")
 DOC = uuid.UUID("2d3a7f0e-1c2b-4a5d-9e6f-0a1b2c3d4e51")
-
-
-@pytest.fixture
-def log_path(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "app.log"
-    emit.configure(path)
-    yield path
-    emit.shutdown()
 
 
 def parsed(path: Path) -> list[Row]:
