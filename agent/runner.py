@@ -86,6 +86,7 @@ class Runner:
         self._queued_bytes = 0
         self._signals = 0
         self._idle_since: float | None = None
+        self._crashed = False
         self._db_ok = False
         self._last_commit: dict[str, float] = {}
         self._http: Any = None
@@ -316,6 +317,17 @@ class Runner:
         if self.tailer is not None:
             self.tailer.stop()
 
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        """A stage task died of a bug: stop with exit 1 (the orchestrator restarts us; nothing
+        uncommitted is lost, it is read again) rather than hang with a live heartbeat."""
+        if task.cancelled() or task.exception() is None or self.state.stopping:
+            return
+        exc = task.exception()
+        self.log.error("agent.crashed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}"[:500])
+        self.exit_code = 1
+        self._crashed = True
+        self.request_stop()
+
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
         if self._signals > 1:
@@ -356,6 +368,8 @@ class Runner:
         committer = asyncio.create_task(self._committer(), name="committer")
         ticker = asyncio.create_task(self._ticker(), name="ticker")
         reader = asyncio.create_task(self._reader(), name="reader")
+        for task in (committer, ticker, reader):
+            task.add_done_callback(self._task_ended)
         await self._stop.wait()
         await self._drain(reader, committer, ticker)
         await self._shutdown_background(background)
@@ -389,6 +403,8 @@ class Runner:
     ) -> None:
         timeout = self.settings.agent.shutdown_timeout_s
         try:
+            if self._crashed:  # nothing can drain through a dead stage; what was read is read again
+                return
             async with asyncio.timeout(timeout):
                 await reader
                 await self._enqueue()
