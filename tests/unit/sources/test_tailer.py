@@ -5,11 +5,11 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import tempfile
+import traceback
 import tracemalloc
 from collections import Counter
 from pathlib import Path
-
-import pytest
 
 from agent.sources import Tailer, TailOptions
 
@@ -200,9 +200,8 @@ def test_permission_denied_then_fixed(tmp_path: Path) -> None:
     assert [n for n, _ in events] == ["file.permission_denied", "file.permission_restored"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file modes")
-def test_permission_denied_by_file_mode(tmp_path: Path) -> None:
-    log = tmp_path / "secret.log"
+def _check_file_mode_denial(folder: Path) -> None:
+    log = folder / "secret.log"
     lines = Writer(log).lines(2)
     log.chmod(0)
     sink = Sink()
@@ -211,6 +210,36 @@ def test_permission_denied_by_file_mode(tmp_path: Path) -> None:
     log.chmod(0o644)
     sink.drain(t)
     assert sink.data() == Counter(lines)
+
+
+def test_permission_denied_by_file_mode(tmp_path: Path) -> None:
+    """The real chmod path. Root ignores file modes, so as root the check runs in a forked child
+    that has dropped to the unprivileged 'nobody' user first."""
+    if os.geteuid() != 0:
+        _check_file_mode_denial(tmp_path)
+        return
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    folder = Path(tempfile.mkdtemp(prefix="hypertail-perm-"))
+    folder.chmod(0o777)
+    try:
+        pid = os.fork()
+        if pid == 0:  # child: drop privileges, run, report through the exit code
+            code = 1
+            try:
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+                _check_file_mode_denial(folder)
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the unprivileged check failed (see stderr)"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_64_mib_line_among_normal_lines_with_bounded_memory(tmp_path: Path) -> None:
