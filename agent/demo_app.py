@@ -57,9 +57,11 @@ def chat_turn(rng: random.Random, kb_id: uuid.UUID, user: uuid.UUID, conv: str, 
             s.set(result_count=hits)
         sources = [{"document_id": str(_uuid(rng)), "score": round(rng.random(), 3)} for _ in range(hits)]
         tin, tout = rng.randint(400, 3000), rng.randint(50, 600)
+        llm_ms = rng.randint(5, 40)  # the "model" answers fast here, but really takes that long
+        time.sleep(llm_ms / 1000)
         emit.llm_call(model, input_tokens=tin, output_tokens=tout, cost_usd=round((tin + 3 * tout) * 2e-6, 6),
                       temperature=0.2, input_preview=question, output_preview="Here is what I found...",
-                      duration_ms=rng.randint(200, 2500))
+                      duration_ms=llm_ms)
         emit.chat_message("assistant", "Here is what I found in the knowledge base.", conversation_id=conv,
                           turn_number=turn + 1, user_id=user, kb_id=kb_id, model=model, input_tokens=tin,
                           output_tokens=tout, latency_ms=rng.randint(300, 3000), sources=sources,
