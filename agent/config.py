@@ -83,10 +83,14 @@ class TailSettings(_Section):
     """How files are read. The defaults suit ordinary application logs."""
 
     max_line_bytes: int = Field(default=1 << 20, ge=1024)
+    oversize_prefix_bytes: int = Field(default=4096, ge=1)
     max_open_files: int = Field(default=256, ge=1)
     rescan_interval_ms: int = Field(default=1000, ge=10)
+    read_interval_ms: int = Field(default=250, ge=10)
     use_events: bool = True
+    debounce_ms: int = Field(default=20, ge=1)
     rotate_grace_ms: int = Field(default=5000, ge=0)
+    idle_close_s: float = Field(default=60.0, gt=0)
 
 
 class BatchSettings(_Section):

@@ -107,9 +107,10 @@ class Runner:
             for s in self.settings.sources
         ]
         options = TailOptions(
-            max_line_bytes=t.max_line_bytes, max_open_files=t.max_open_files,
-            rescan_interval_s=t.rescan_interval_ms / 1000, use_events=t.use_events,
-            rotate_grace_s=t.rotate_grace_ms / 1000,
+            max_line_bytes=t.max_line_bytes, oversize_prefix_bytes=t.oversize_prefix_bytes,
+            max_open_files=t.max_open_files, rescan_interval_s=t.rescan_interval_ms / 1000,
+            read_interval_s=t.read_interval_ms / 1000, use_events=t.use_events, debounce_ms=t.debounce_ms,
+            rotate_grace_s=t.rotate_grace_ms / 1000, idle_close_s=t.idle_close_s,
         )
         return Tailer(specs, checkpoints, options, on_event=self._on_source_event)
 
