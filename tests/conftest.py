@@ -11,7 +11,6 @@ import asyncpg
 import pytest
 from hypothesis import settings
 
-
 from tests.pgserver import DbServer, start_test_server
 
 # CI gates a merge: it replays a fixed set of generated examples so that a red run means a
