@@ -124,7 +124,7 @@ class Runner:
         stalled = self.sink.health.stalled is not None
         self.metrics.retries.labels("stall" if stalled else "retryable").inc()
         event = "db.stalled" if stalled else "db.retry"
-        self.log.warning(event, error=str(err)[:500], attempt=attempt, delay_s=round(delay, 3))
+        self.log.warning(event, error=self.sink.redact(str(err))[:500], attempt=attempt, delay_s=round(delay, 3))
 
     # ---- the stages ----------------------------------------------------------------------------
     def parse_line(self, line: Line) -> ParseResult:
