@@ -1,4 +1,4 @@
-"""Per-flush batches of parsed lines, with the per-file offsets they may commit.
+"""Per-flush batches of parsed lines, and the in-memory merge of records that share a key.
 
 Pure logic, no I/O. A batch keeps the parsed :class:`~agent.model.Item` s in arrival order: lines
 of one file arrive in file order, so any prefix of a batch holds a prefix of every file's lines.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent import contract
-from agent.model import AppLog, DeadLetter, FileRef, Item, Row
+from agent.model import AppLog, DeadLetter, Item, Row
 
 # Columns that merge with "the final state wins" rules instead of "newest non-null wins".
 _STATUS = "status"
@@ -34,44 +34,23 @@ ITEM_OVERHEAD = 1024
 
 
 @dataclass(slots=True)
-class FileMark:
-    """How far a batch reaches into one file, and where it started."""
-
-    file: FileRef
-    first_start: int
-    end: int
-
-
-@dataclass(slots=True)
 class Batch:
-    """Items in arrival order plus the offsets they commit, per file key."""
+    """Items in arrival order and the bytes they hold (for the memory budget).
+
+    The offsets a batch commits are derived by the sink from its items, after it has dropped the
+    lines another agent already committed, so the batch keeps no per-file marks of its own.
+    """
 
     items: list[Item] = field(default_factory=list)
-    marks: dict[str, FileMark] = field(default_factory=dict)
     nbytes: int = 0
     created: float = field(default_factory=time.monotonic)
 
     def add(self, item: Item) -> None:
-        line = item.line
-        key = line.file.identity.key
-        mark = self.marks.get(key)
-        if mark is None:
-            self.marks[key] = FileMark(line.file, line.start, line.end)
-        else:
-            mark.end = line.end
         self.items.append(item)
-        self.nbytes += len(line.data) + ITEM_OVERHEAD
+        self.nbytes += len(item.line.data) + ITEM_OVERHEAD
 
     def __len__(self) -> int:
         return len(self.items)
-
-
-def batch_of(items: Iterable[Item]) -> Batch:
-    """A batch holding ``items`` (in the given order)."""
-    b = Batch()
-    for item in items:
-        b.add(item)
-    return b
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +84,6 @@ class Batcher:
             return False
         now = time.monotonic() if now is None else now
         return self.full() or now - self.current.created >= self.policy.max_age_s
-
-    def seconds_until_due(self, now: float | None = None) -> float:
-        if not self.current.items:
-            return self.policy.max_age_s
-        now = time.monotonic() if now is None else now
-        return max(0.0, self.current.created + self.policy.max_age_s - now)
 
     def take(self) -> Batch:
         batch, self.current = self.current, Batch()

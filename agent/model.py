@@ -112,13 +112,3 @@ class Item(NamedTuple):
 
     line: Line
     result: ParseResult
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    """The sink's word that everything in ``file`` before ``offset`` is committed."""
-
-    file: FileRef
-    offset: int
-    tail_hash: str
-    extra: dict[str, Any] = field(default_factory=dict)

@@ -60,7 +60,6 @@ class RunState:
     started: bool = False
     stopping: bool = False
     loop_beat: float = field(default_factory=time.monotonic)
-    inflight_bytes: int = 0
     committing: bool = False
 
 
@@ -210,7 +209,8 @@ class Runner:
         m.commit_latency.observe(seconds)
         m.last_commit.set(time.time())
         self.log.debug("batch.committed", lines=len(batch.items), rows=stats.rows, dead_letters=len(stats.dead_letters),
-                       attempts=stats.attempts, latency_ms=round(seconds * 1000, 1))
+                       attempts=stats.attempts, already_committed=stats.skipped_lines,
+                       latency_ms=round(seconds * 1000, 1))
         if stats.attempts > stats.transactions:
             self.log.warning("batch.split", lines=len(batch.items), attempts=stats.attempts,
                              dead_letters=len(stats.dead_letters))
@@ -218,7 +218,6 @@ class Runner:
     def _update_budget(self) -> None:
         assert self.tailer is not None
         inflight = self._queued_bytes + self.batcher.current.nbytes
-        self.state.inflight_bytes = inflight
         self.metrics.inflight_bytes.set(inflight)
         budget = self.settings.batch.memory_budget_bytes
         if inflight >= budget:
@@ -303,7 +302,7 @@ class Runner:
             return
         view = ProbeView(
             loop_beat=lambda: self.state.loop_beat, started=lambda: self.state.started,
-            db_reachable=lambda: self._db_ok and self.sink.health.connected is not False,
+            db_reachable=lambda: self._db_ok and self.sink.health.connected,
             stalled=lambda: self.sink.health.stalled, last_error=lambda: self.sink.health.last_error,
             bytes_behind=self.bytes_behind, max_lag_bytes=self.settings.ops.ready_max_lag_bytes,
             registry=self.metrics.registry,

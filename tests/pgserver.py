@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,11 +124,3 @@ def start_test_server() -> DbServer:
     if _docker_answers():
         return _start_docker()
     return _start_embedded()
-
-
-def psql_available() -> bool:
-    return shutil.which("psql") is not None
-
-
-def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)

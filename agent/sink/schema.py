@@ -10,7 +10,6 @@ import asyncpg
 from agent.config import SchemaSettings
 
 SCHEMA_VERSION = 1
-INGEST_TABLES = ("traces", "spans", "chat_messages", "document_events")
 
 
 def schema_sql() -> str:

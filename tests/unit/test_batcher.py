@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent import contract
-from agent.batcher import Batcher, FlushPolicy, batch_of, build_tables, merge_values
+from agent.batcher import Batcher, FlushPolicy, build_tables, merge_values
 from agent.model import AppLog, DeadLetter
-from tests.factories import FileWriter, file_ref, span_row, trace_row
+from tests.factories import FileWriter, span_row, trace_row
 
 TID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -22,7 +22,6 @@ def test_flush_on_rows_bytes_and_age() -> None:
     created = b.current.created
     assert not b.due(now=created + 0.1)
     assert b.due(now=created + 0.21)
-    assert abs(b.seconds_until_due(now=created + 0.05) - 0.15) < 1e-9
     b.add(fw.item(span_row(1)))
     b.add(fw.item(span_row(2)))
     assert b.full()
@@ -33,15 +32,6 @@ def test_flush_on_rows_bytes_and_age() -> None:
     assert not small.full()
     small.add(fw.item(span_row(4)))
     assert small.full()
-
-
-def test_marks_track_each_file_prefix() -> None:
-    a, b = FileWriter(file_ref("a.log", 1)), FileWriter(file_ref("b.log", 2))
-    items = [a.item(span_row(0)), b.item(span_row(1)), a.item(span_row(2))]
-    batch = batch_of(items)
-    ma, mb = batch.marks[a.file.identity.key], batch.marks[b.file.identity.key]
-    assert (ma.first_start, ma.end) == (0, a.offset)
-    assert (mb.first_start, mb.end) == (0, b.offset)
 
 
 def test_build_tables_groups_and_dedupes() -> None:
