@@ -43,6 +43,10 @@ Exit codes: 0 ok, 1 failure, 2 invalid configuration or usage.
 """
 
 
+def _add_config(p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
+    p.add_argument("--config", type=Path, metavar="PATH", help=f"config file (default: ${CONFIG_ENV})")
+
+
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(prog="hypertail", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
@@ -69,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     src = mg.add_mutually_exclusive_group()
-    src.add_argument("--config", type=Path, metavar="PATH", help=f"config file (default: ${CONFIG_ENV})")
+    _add_config(src)
     src.add_argument("--dsn", metavar="DSN", help="a postgresql:// URI, instead of a config file")
     mg.add_argument(
         "--print-grants",
@@ -90,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
         "  hypertail run --config backfill.toml --exit-when-idle   # ingest what is there, then exit",
         formatter_class=fmt,
     )
-    rn.add_argument("--config", type=Path, metavar="PATH", help=f"config file (default: ${CONFIG_ENV})")
+    _add_config(rn)
     rn.add_argument(
         "--exit-when-idle",
         action="store_true",
@@ -107,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         "the database. --json prints the documented shape (docs/status.md) for scripts.",
         formatter_class=fmt,
     )
-    st.add_argument("--config", type=Path, metavar="PATH", help=f"config file (default: ${CONFIG_ENV})")
+    _add_config(st)
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--all-agents", action="store_true", help="include files committed by other agents")
     st.set_defaults(func=cmd_status)

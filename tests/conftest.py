@@ -76,9 +76,8 @@ async def dsn(empty_dsn: str) -> str:
     return empty_dsn
 
 
-@pytest.fixture
-async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    """An asyncpg connection to the per-test database (schema applied)."""
+async def _connection(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """An asyncpg connection to the per-test database (schema applied), closed afterwards."""
     c = await asyncpg.connect(dsn)
     try:
         yield c
@@ -86,11 +85,6 @@ async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
         await c.close()
 
 
-@pytest.fixture
-async def conn2(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    """A second connection to the same database (for concurrency and locking tests)."""
-    c = await asyncpg.connect(dsn)
-    try:
-        yield c
-    finally:
-        await c.close()
+# Two independent connections to the same database; the second serves concurrency and locking tests.
+conn = pytest.fixture(_connection, name="conn")
+conn2 = pytest.fixture(_connection, name="conn2")
