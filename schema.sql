@@ -10,18 +10,33 @@
 --     retention policies.
 --   * plain PostgreSQL: the same tables, keys and indexes, with a BRIN index on each time column.
 --
--- Policy lengths come from session settings so that `hypertail migrate` can pass the configured
--- values; with psql, run e.g. `SET hypertail.compress_after_days = '14';` first.
+-- Policy lengths and the mode come from session settings so that `hypertail migrate` can pass the
+-- configured values; with psql, run e.g. `SET hypertail.compress_after_days = '14';` first.
 --   hypertail.compress_after_days   (default 7)
 --   hypertail.retention_days        (default 90)
 --   hypertail.chat_retention_days   (default 365)
+--   hypertail.timescaledb           'on', 'off' or unset (unset: use TimescaleDB when it is installed
+--                                   and preloaded). `hypertail migrate` decides schema.timescaledb
+--                                   (auto/require/off) before it runs this file and passes on/off.
+--
+-- TimescaleDB refuses `ADD COLUMN ... DEFAULT <non-constant>` on a hypertable with compression
+-- enabled, even with IF NOT EXISTS and even when the column exists. So a hypertable column with a
+-- non-constant default (metrics_aggregates.updated_at) is added by a guarded block: with the
+-- default evaluated once as a constant, then the real default set. Columns with constant defaults
+-- (and nullable ones) are added to compressed hypertables directly, chunks compressed or not.
 --
 -- Every primary key and unique constraint of a time-series table includes its time column, as
 -- hypertables require. No foreign keys on hypertables.
 
+-- The extension only where it can load: CREATE EXTENSION on a server whose files are installed but
+-- whose shared_preload_libraries lacks timescaledb fails and closes the connection. The loader's
+-- GUC `timescaledb.disable_load` exists exactly when the library is preloaded (and any role can
+-- read it, unlike shared_preload_libraries).
 DO $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
+    IF coalesce(current_setting('hypertail.timescaledb', true), '') <> 'off'
+       AND EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
+       AND current_setting('timescaledb.disable_load', true) IS NOT NULL THEN
         CREATE EXTENSION IF NOT EXISTS timescaledb;
     END IF;
 END
@@ -183,8 +198,21 @@ ALTER TABLE observability.metrics_aggregates
     ADD COLUMN IF NOT EXISTS avg        double precision,
     ADD COLUMN IF NOT EXISTS p50        double precision,
     ADD COLUMN IF NOT EXISTS p95        double precision,
-    ADD COLUMN IF NOT EXISTS p99        double precision,
-    ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
+    ADD COLUMN IF NOT EXISTS p99        double precision;
+DO $$
+BEGIN
+    -- updated_at DEFAULT now(): non-constant, so not through ADD COLUMN IF NOT EXISTS (see the top).
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_attribute
+        WHERE attrelid = 'observability.metrics_aggregates'::regclass AND attname = 'updated_at'
+          AND NOT attisdropped
+    ) THEN
+        EXECUTE format('ALTER TABLE observability.metrics_aggregates ADD COLUMN updated_at timestamptz '
+                       'NOT NULL DEFAULT %L', now());
+        ALTER TABLE observability.metrics_aggregates ALTER COLUMN updated_at SET DEFAULT now();
+    END IF;
+END
+$$;
 
 CREATE INDEX IF NOT EXISTS idx_metrics_type_bucket ON observability.metrics_aggregates (metric_type, bucket DESC);
 CREATE INDEX IF NOT EXISTS idx_metrics_dimensions  ON observability.metrics_aggregates USING gin (dimensions);
@@ -271,7 +299,8 @@ DECLARE
         coalesce(nullif(current_setting('hypertail.chat_retention_days', true), ''), '365')::int);
     t record;
 BEGIN
-    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
+    IF coalesce(current_setting('hypertail.timescaledb', true), '') <> 'off'
+       AND EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
         FOR t IN
             SELECT * FROM (VALUES
                 ('observability.traces',             'timestamp', INTERVAL '1 day',  'trace_id', true),

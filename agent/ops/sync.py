@@ -78,3 +78,33 @@ async def report(
     cols = list(zip(*rows, strict=True))
     await conn.execute(UPSERT_SQL, PROVIDER, ENTITY_TYPE, *[list(c) for c in cols])
     return len(rows)
+
+
+AGENT_ENTITY_TYPE = "agent"
+
+
+def agent_status(*, started: bool, stalled: str | None, error: str | None) -> str:
+    """The agent's own row: ``stalled`` and ``error`` as for files, else ``starting`` or ``running``."""
+    if stalled:
+        return "stalled"
+    if error:
+        return "error"
+    return "running" if started else "starting"
+
+
+async def report_agent(
+    conn: Any, agent_id: str, *, started: bool, stalled: str | None, error: str | None, retries: int,
+    last_commit: float | None,
+) -> None:
+    """Upsert the agent's own row (entity type ``agent``).
+
+    It exists because a stall can come before any file is known: a schema the server refuses, or
+    a missing privilege at startup. Then no file row says why ingestion waits, and this row does.
+    """
+    message = stalled or error
+    await conn.execute(
+        UPSERT_SQL, PROVIDER, AGENT_ENTITY_TYPE, [agent_id[:_ENTITY_MAX]],
+        [datetime.fromtimestamp(last_commit, UTC) if last_commit else None],
+        [agent_status(started=started, stalled=stalled, error=error)],
+        [message[:1000] if message else None], [retries],
+    )

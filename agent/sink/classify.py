@@ -16,7 +16,10 @@ from agent.errors import DataError, RetryableError, SinkError, StallError
 # SQLSTATE classes and codes, per PostgreSQL's Appendix A.
 _RETRY_CLASSES = ("08", "53", "57", "58", "40", "55", "XX")
 _DATA_CLASSES = ("22", "23")
-_STALL_CLASSES = ("28", "42", "3D", "3F", "0L", "0P", "44")
+# Retrying cannot fix these until a human acts: 0A feature not supported (e.g. DDL TimescaleDB refuses),
+# 28 auth, 2B dependent objects, 3D/3F missing database/schema, 42 syntax/privilege/missing object,
+# 0L/0P invalid grantor/role, 44 check option, P0 an exception raised by a schema block.
+_STALL_CLASSES = ("0A", "28", "2B", "42", "3D", "3F", "0L", "0P", "44", "P0")
 _RETRY_CODES = {"57014"}  # query_canceled (statement_timeout) is class 57 anyway; listed for clarity
 
 
@@ -47,3 +50,24 @@ def _classify_server(exc: asyncpg.PostgresError) -> SinkError:
     if state.startswith(_STALL_CLASSES):
         return StallError(message, sqlstate=state)
     return RetryableError(message, sqlstate=state)
+
+
+def one_line(exc: BaseException) -> str:
+    """SQLSTATE, message, detail and hint on one line: what a command prints before exiting 1.
+
+    Operators get the server's own words (and its hint, which often names the fix) instead of a
+    traceback; connection failures say what failed without the driver's internals.
+    """
+    if isinstance(exc, asyncpg.PostgresError):
+        parts = [f"{exc.sqlstate} {exc}"]
+        for label in ("detail", "hint"):
+            value = getattr(exc, label, None)
+            if value:
+                parts.append(f"{label}: {value}")
+        return "; ".join(parts)
+    if isinstance(exc, OSError | asyncio.TimeoutError | asyncpg.InterfaceError | ConnectionError | EOFError):
+        return f"cannot reach the database: {type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError, EOFError)

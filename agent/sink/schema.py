@@ -7,7 +7,10 @@ from importlib import resources
 
 import asyncpg
 
-from agent.config import SchemaSettings
+from agent.config import DatabaseSettings, SchemaSettings, mask_dsn
+from agent.errors import SchemaError
+from agent.sink.classify import DRIVER_ERRORS, one_line
+from agent.sink.connect import connect
 
 SCHEMA_VERSION = 1
 
@@ -17,12 +20,20 @@ def schema_sql() -> str:
     return resources.files("agent").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
+PRELOAD_LINE = "shared_preload_libraries = 'timescaledb'"
+
+
 @dataclass(frozen=True, slots=True)
 class SchemaMode:
-    """What the server gave us: TimescaleDB (with its version) or plain PostgreSQL."""
+    """What the schema runs on: TimescaleDB (with its version) or plain PostgreSQL.
+
+    ``fallback`` says why plain mode was chosen where TimescaleDB was wanted (``auto``); the agent
+    logs it as a warning and ``migrate`` prints it.
+    """
 
     timescaledb: str | None
     server_version: str
+    fallback: str | None = None
 
     def describe(self) -> str:
         if self.timescaledb:
@@ -30,24 +41,153 @@ class SchemaMode:
         return "plain PostgreSQL"
 
 
-async def detect_mode(conn: asyncpg.Connection) -> SchemaMode:
+@dataclass(frozen=True, slots=True)
+class TimescaleProbe:
+    """What the server offers: the extension in this database, on disk, and its loader."""
+
+    installed: str | None
+    available: str | None
+    preloaded: bool
+
+
+class TimescaleUnavailable(SchemaError):
+    """``schema.timescaledb = "require"`` on a server where the extension cannot be created.
+
+    Not a :class:`~agent.errors.SinkError`: retrying cannot help, and the operator asked for
+    TimescaleDB explicitly, so the command exits 1 with the reason instead of running degraded.
+    """
+
+
+PROBE_SQL = """
+SELECT (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb') AS installed,
+       (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb') AS available,
+       current_setting('timescaledb.disable_load', true) IS NOT NULL AS preloaded
+"""
+
+
+async def probe_timescaledb(conn: asyncpg.Connection) -> TimescaleProbe:
+    """Look without touching: CREATE EXTENSION on a server that does not preload the library
+    fails with a FATAL error that closes the connection, so that case is found beforehand."""
+    r = await conn.fetchrow(PROBE_SQL)
+    return TimescaleProbe(installed=r["installed"], available=r["available"], preloaded=bool(r["preloaded"]))
+
+
+def unavailable_reason(probe: TimescaleProbe) -> str | None:
+    """Why ``CREATE EXTENSION timescaledb`` cannot work here, or None when it can (or did)."""
+    if probe.installed:
+        return None
+    if probe.available is None:
+        return "TimescaleDB is not installed on this PostgreSQL server (no timescaledb in pg_available_extensions)"
+    if not probe.preloaded:
+        return (
+            f"TimescaleDB {probe.available} is installed but not preloaded: add the line "
+            f"{PRELOAD_LINE} to postgresql.conf and restart PostgreSQL"
+        )
+    return None
+
+
+async def _choose_timescaledb(conn: asyncpg.Connection, wanted: str) -> str | None:
+    """Create the extension when wanted and possible; return why plain mode is used (or None).
+
+    Raises :class:`TimescaleUnavailable` under ``require``. Runs inside the schema transaction;
+    the CREATE EXTENSION attempt has its own savepoint so a refusal (no privilege) leaves the
+    transaction usable for plain mode.
+    """
+    if wanted == "off":
+        return "schema.timescaledb = off"
+    probe = await probe_timescaledb(conn)
+    reason = unavailable_reason(probe)
+    if reason is None and not probe.installed:
+        try:
+            async with conn.transaction():
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        except asyncpg.PostgresError as exc:
+            reason = f"CREATE EXTENSION timescaledb failed: {exc.sqlstate} {exc}"
+    if reason is not None and wanted == "require":
+        raise TimescaleUnavailable(f"schema.timescaledb = require, but {reason}")
+    return reason
+
+
+HYPERTABLE_SQL = """
+SELECT h.hypertable_schema AS schema, h.hypertable_name AS table
+FROM timescaledb_information.hypertables h WHERE h.hypertable_schema = 'observability'
+"""
+
+
+async def detect_mode(conn: asyncpg.Connection, fallback: str | None = None) -> SchemaMode:
+    """The mode the tables are really in: TimescaleDB only when the spans table is a hypertable."""
     ts = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+    if ts is not None:
+        hypertables = {r["table"] for r in await conn.fetch(HYPERTABLE_SQL)}
+        ts = ts if "spans" in hypertables else None
     version = await conn.fetchval("SHOW server_version")
-    return SchemaMode(timescaledb=ts, server_version=str(version))
+    return SchemaMode(timescaledb=ts, server_version=str(version), fallback=fallback)
 
 
 async def apply_schema(conn: asyncpg.Connection, policy: SchemaSettings) -> SchemaMode:
-    """Apply schema.sql (idempotent) with the configured policy lengths, in one transaction."""
+    """Apply schema.sql (idempotent) with the configured mode and policy lengths, in one transaction."""
     async with conn.transaction():
         await conn.execute("SET LOCAL client_min_messages = warning")
+        fallback = await _choose_timescaledb(conn, policy.timescaledb)
         for name, value in (
+            ("hypertail.timescaledb", "off" if fallback else "on"),
             ("hypertail.compress_after_days", policy.compress_after_days),
             ("hypertail.retention_days", policy.retention_days),
             ("hypertail.chat_retention_days", policy.chat_retention_days),
         ):
             await conn.execute("SELECT set_config($1, $2, true)", name, str(value))
         await conn.execute(schema_sql())
-    return await detect_mode(conn)
+    return await detect_mode(conn, None if policy.timescaledb == "off" else fallback)
+
+
+@dataclass(frozen=True, slots=True)
+class HypertableLayout:
+    """One hypertable as an operator checks it: chunking, policies, and what compression saved."""
+
+    table: str
+    chunk_interval: str
+    compress_after: str | None
+    retention: str | None
+    chunks: int
+    compressed_chunks: int
+    bytes_before_compression: int | None
+    bytes_after_compression: int | None
+    total_bytes: int
+
+
+LAYOUT_SQL = """
+SELECT h.hypertable_name AS table, d.time_interval::text AS chunk_interval, h.num_chunks AS chunks,
+       (SELECT j.config->>'compress_after' FROM timescaledb_information.jobs j
+         WHERE j.hypertable_schema = h.hypertable_schema AND j.hypertable_name = h.hypertable_name
+           AND j.proc_name = 'policy_compression' LIMIT 1) AS compress_after,
+       (SELECT j.config->>'drop_after' FROM timescaledb_information.jobs j
+         WHERE j.hypertable_schema = h.hypertable_schema AND j.hypertable_name = h.hypertable_name
+           AND j.proc_name = 'policy_retention' LIMIT 1) AS retention,
+       coalesce(s.number_compressed_chunks, 0) AS compressed_chunks,
+       s.before_compression_total_bytes AS before, s.after_compression_total_bytes AS after,
+       hypertable_size(format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass) AS total
+FROM timescaledb_information.hypertables h
+JOIN timescaledb_information.dimensions d
+  ON d.hypertable_schema = h.hypertable_schema AND d.hypertable_name = h.hypertable_name AND d.dimension_number = 1
+LEFT JOIN LATERAL hypertable_compression_stats(format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass) s
+  ON true
+WHERE h.hypertable_schema = 'observability'
+ORDER BY h.hypertable_name
+"""
+
+
+async def hypertable_layout(conn: asyncpg.Connection) -> list[HypertableLayout]:
+    """The observability hypertables (empty in plain mode), for ``migrate`` and ``status``."""
+    if not await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"):
+        return []
+    return [
+        HypertableLayout(
+            table=r["table"], chunk_interval=r["chunk_interval"], compress_after=r["compress_after"],
+            retention=r["retention"], chunks=int(r["chunks"]), compressed_chunks=int(r["compressed_chunks"]),
+            bytes_before_compression=r["before"], bytes_after_compression=r["after"], total_bytes=int(r["total"] or 0),
+        )
+        for r in await conn.fetch(LAYOUT_SQL)
+    ]
 
 
 async def installed_version(conn: asyncpg.Connection) -> int | None:
@@ -91,3 +231,51 @@ def _quote_ident(name: str) -> str:
 def _sql_literal_ident(name: str) -> str:
     # The role inside a format() string literal: quote as identifier, then escape for the literal.
     return _quote_ident(name).replace("'", "''")
+
+
+@dataclass(frozen=True, slots=True)
+class MigrateResult:
+    """What ``hypertail migrate`` reports: the mode, where, and the hypertables it left."""
+
+    mode: SchemaMode
+    database: str
+    layout: list[HypertableLayout]
+
+
+async def migrate(db: DatabaseSettings, dsn: str, policy: SchemaSettings) -> MigrateResult:
+    """Connect, apply the schema and read the layout back; driver errors become one-line
+    :class:`SchemaError` messages (SQLSTATE, message, hint), never a traceback."""
+    try:
+        conn = await connect(db, dsn)
+        try:
+            mode = await apply_schema(conn, policy)
+            layout = await hypertable_layout(conn)
+        finally:
+            await conn.close()
+    except DRIVER_ERRORS as exc:
+        raise SchemaError(f"migrate failed on {mask_dsn(dsn)}: {one_line(exc)}") from None
+    return MigrateResult(mode, mask_dsn(dsn), layout)
+
+
+def render_layout(layout: list[HypertableLayout]) -> list[str]:
+    """One line per hypertable, for terminals."""
+    lines = []
+    for h in layout:
+        saved = ""
+        if h.bytes_before_compression and h.bytes_after_compression is not None:
+            saved = f", compressed {_size(h.bytes_before_compression)} -> {_size(h.bytes_after_compression)}"
+        lines.append(
+            f"  {h.table}: chunks of {h.chunk_interval}, compress after {h.compress_after or 'never'}, "
+            f"drop after {h.retention or 'never'}; {h.chunks} chunk(s), {h.compressed_chunks} compressed, "
+            f"{_size(h.total_bytes)} on disk{saved}"
+        )
+    return lines
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"

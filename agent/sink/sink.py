@@ -38,6 +38,7 @@ class SinkHealth:
     retries: dict[str, int] = field(default_factory=dict)
     consecutive_failures: int = 0
     mode: str | None = None
+    fallback: str | None = None  # why plain mode where TimescaleDB was wanted (schema.timescaledb = auto)
 
 
 class Sink:
@@ -138,6 +139,7 @@ class Sink:
                 )
             mode = await detect_mode(conn)
         self.health.mode = mode.describe()
+        self.health.fallback = mode.fallback
 
     async def _load_checkpoints(self, conn: asyncpg.Connection) -> list[Checkpoint]:
         rows = await conn.fetch(

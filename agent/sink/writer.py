@@ -5,15 +5,18 @@ The order inside the transaction is what makes delivery exactly-once:
 1. lock the checkpoint rows of the batch's files (``SELECT ... FOR UPDATE``, after making sure
    they exist). Another agent tailing the same files waits here; when it gets the lock it sees
    our committed offsets and drops the lines below them. That is the single-writer rule.
-2. COPY plain rows, optimistically, in a savepoint. If the table already holds a key (the app
-   wrote the same span twice, a chat message id repeats), the savepoint is rolled back and those
-   rows go through a staging table with ``INSERT ... ON CONFLICT``.
+2. COPY plain rows, optimistically. If the table already holds a key (the app wrote the same
+   span twice, a chat message id repeats, another agent raced us on a new file), the transaction
+   is retried with that table's rows going through a staging table with ``INSERT ... ON
+   CONFLICT``. The conflict is recognised by the statement that raised it (the COPY into that
+   table), not by the table the server names: on a hypertable the server names the chunk.
 3. Upsert merge rows (trace start/end, span start) from the staging table.
 4. Insert dead letters; move the checkpoints.
 
 Only after COMMIT returns are offsets acknowledged upstream. If the database refuses the data,
 the batch is split in halves (each a prefix-closed part, see :mod:`agent.batcher`) until the
-offending rows are isolated; they become dead letters and the rest commits.
+offending rows are isolated; they become dead letters and the rest commits. A line becomes a
+"database refused" dead letter only after its own insert, tried alone, was refused.
 """
 
 from __future__ import annotations
@@ -172,13 +175,14 @@ class Writer:
         """Commit ``items``; split on data errors until the poison rows are dead letters.
 
         ``known_bad`` is the error of a failed parent attempt whose other half committed: this
-        part must hold the failing row, so it is split without being tried whole. Because COPY
-        stops at the first bad row, that error names this part's first bad row, which is how a
-        single-item part gets its reason without another attempt.
+        part probably holds the failing row, so a part of several lines is split without being
+        tried whole. A single line is always tried on its own first: an error seen on a larger
+        part proves nothing about one line (the fault may have been between two rows, or have
+        gone meanwhile), so no line is dead-lettered for a refusal it was not itself given.
         """
         await self.prepare()
         stats = CommitStats()
-        if known_bad is None:
+        if known_bad is None or len(items) == 1:
             try:
                 return await self._commit_once(items)
             except DataError as exc:
@@ -214,11 +218,8 @@ class Writer:
             attempts += 1
             try:
                 stats = await self._transaction(items, upsert)
-            except asyncpg.UniqueViolationError as exc:
-                table = getattr(exc, "table_name", None)
-                if table not in contract.COLUMNS or table in upsert:
-                    raise classify(exc) from exc
-                upsert.add(table)
+            except KeyConflict as exc:
+                upsert.add(exc.table)
                 continue
             except CheckpointConflict:
                 if attempts > 10:
@@ -259,13 +260,20 @@ class Writer:
             if table in upsert:
                 await self._upsert(table, rows)
             else:
-                await self.conn.copy_records_to_table(
-                    table, records=rows, columns=contract.COLUMNS[table], schema_name=contract.SCHEMA
-                )
+                await self._copy_optimistic(table, rows)
             stats.rows[table] = stats.rows.get(table, 0) + len(rows)
         for table, rows in tables.merge.items():
             await self._upsert(table, rows)
             stats.rows[table] = stats.rows.get(table, 0) + len(rows)
+
+    async def _copy_optimistic(self, table: str, rows: list[tuple[Any, ...]]) -> None:
+        """COPY straight into ``table``; a key that is already there raises :class:`KeyConflict`."""
+        try:
+            await self.conn.copy_records_to_table(
+                table, records=rows, columns=contract.COLUMNS[table], schema_name=contract.SCHEMA
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise KeyConflict(table, getattr(exc, "constraint_name", None)) from exc
 
     async def _upsert(self, table: str, rows: list[tuple[Any, ...]]) -> None:
         await self.conn.copy_records_to_table(_stage(table), records=rows, columns=contract.COLUMNS[table])
@@ -305,6 +313,19 @@ class Writer:
         moved = await self.conn.fetch(CHECKPOINT_SQL, cols[0], self.agent_id, *cols[1:])
         if len(moved) != len(last):
             raise CheckpointConflict(f"{len(last) - len(moved)} checkpoint(s) moved by another agent")
+
+
+class KeyConflict(Exception):
+    """The optimistic COPY into ``table`` met a key that exists: retry with that table upserted.
+
+    ``constraint`` is what the server named (on a hypertable, the chunk's copy of the key), kept
+    for the record only: the table is known from the statement, which is what the retry needs.
+    """
+
+    def __init__(self, table: str, constraint: str | None) -> None:
+        super().__init__(f"duplicate key in {table} ({constraint})")
+        self.table = table
+        self.constraint = constraint
 
 
 class CheckpointConflict(Exception):

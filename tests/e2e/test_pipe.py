@@ -199,7 +199,8 @@ async def test_retryable_errors_and_statement_timeout(agent: Agent, logs: Path, 
 
 async def _restartable(pg_server: DbServer) -> None:
     if not pg_server.restartable:
-        pytest.skip("stopping the server needs the embedded PostgreSQL (HYPERTAIL_TEST_DSN / Docker in use)")
+        pytest.skip("stopping the server needs the embedded PostgreSQL, or HYPERTAIL_TEST_PGDATA naming the data "
+                    "directory of the HYPERTAIL_TEST_DSN server")
 
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])

@@ -181,14 +181,16 @@ async def test_apply_over_older_version_adds_what_is_missing(conn: asyncpg.Conne
     assert after["columns"]["hypertail.dead_letters"] == expected["columns"]["hypertail.dead_letters"]
 
 
-async def test_migrate_cli_reports_mode(empty_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from agent.cli import _migrate
+async def test_migrate_reports_mode_and_layout(empty_dsn: str) -> None:
     from agent.config import load_settings
+    from agent.sink.schema import migrate
 
     settings = load_settings(None)
-    settings = settings.model_copy(update={"database": settings.database.model_copy(update={"dsn": empty_dsn})})
-    text = await _migrate(settings)
-    assert text.startswith(("plain PostgreSQL", "TimescaleDB "))
+    result = await migrate(settings.database, empty_dsn, settings.schema_)
+    assert result.mode.describe().startswith(("plain PostgreSQL", "TimescaleDB "))
+    assert [h.table for h in result.layout] == (
+        ["chat_messages", "document_events", "metrics_aggregates", "spans", "traces"] if result.mode.timescaledb else []
+    )
     c = await asyncpg.connect(empty_dsn)
     try:
         assert await installed_version(c) == 1
