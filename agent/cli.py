@@ -12,7 +12,6 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from agent import __version__
 from agent.config import CONFIG_ENV, Settings, effective_config, load_settings, mask_dsn
@@ -194,26 +193,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from agent.sink.status import status_report
     from agent.status import build_status, render_table
 
     settings = load_settings(args.config)
     agent_id = None if args.all_agents else settings.agent.id
-    rows = asyncio.run(_read_status(settings, agent_id))
-    status = build_status(agent_id, rows)
+    dsn = settings.database.dsn or _embedded_dsn(settings)
+    report = asyncio.run(status_report(settings.database, dsn, agent_id))
+    status = build_status(agent_id, report)
     print(json.dumps(status, indent=2) if args.json else render_table(status))
     return EXIT_OK
-
-
-async def _read_status(settings: Settings, agent_id: str | None) -> list[Any]:
-    from agent.sink.connect import connect
-    from agent.sink.status import read_status
-
-    dsn = settings.database.dsn or _embedded_dsn(settings)
-    conn = await connect(settings.database, dsn)
-    try:
-        return await read_status(conn, agent_id)
-    finally:
-        await conn.close()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -26,6 +26,10 @@ class SchemaError(HypertailError):
     """The database schema is missing or does not match what this agent writes."""
 
 
+class CommandError(HypertailError):
+    """A command's database work failed; the message is one line (SQLSTATE, message, hint)."""
+
+
 class SinkError(HypertailError):
     """Base of database-side failures, already classified by the sink."""
 

@@ -297,13 +297,13 @@ class Runner:
                 await self._report_sync()
             await asyncio.sleep(period)
 
-    async def _report_sync(self) -> None:
+    async def _report_sync(self, final: bool = False) -> None:
         h = self.sink.health
         try:
             conn = await self.sink.job_connection()
             error = h.last_error if h.consecutive_failures else None
             await report_agent(conn, self.settings.agent.id, started=self.state.started, stalled=h.stalled,
-                               error=error, retries=h.consecutive_failures, last_commit=h.last_commit)
+                               error=error, retries=h.consecutive_failures, last_commit=h.last_commit, final=final)
             if self.tailer is not None:
                 await report(conn, self.settings.agent.id, self.file_syncs(),
                              stalled=h.stalled, error=error, retries=h.consecutive_failures)
@@ -410,7 +410,7 @@ class Runner:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._report_sync(), timeout=2)
+            await asyncio.wait_for(self._report_sync(final=True), timeout=2)
         if self._http is not None:
             await self._http.cleanup()
         await self.sink.close()

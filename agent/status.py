@@ -18,7 +18,8 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.sink.status import CheckpointStatus
+from agent.sink.schema import HypertableLayout, render_layout
+from agent.sink.status import AgentStatus, CheckpointStatus, StatusReport
 
 
 def _size_if_same(path: str, device: int, inode: int) -> tuple[int | None, str]:
@@ -43,17 +44,50 @@ def file_entry(c: CheckpointStatus) -> dict[str, Any]:
     }
 
 
-def build_status(agent_id: str | None, rows: list[CheckpointStatus]) -> dict[str, Any]:
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.astimezone(UTC).isoformat()
+
+
+def agent_entry(a: AgentStatus) -> dict[str, Any]:
+    return {"agent_id": a.agent_id, "status": a.status, "error": a.error, "retries": a.retries,
+            "last_commit": _iso(a.last_commit), "reported_at": _iso(a.reported_at)}
+
+
+def hypertable_entry(h: HypertableLayout) -> dict[str, Any]:
+    return {"table": h.table, "chunk_interval": h.chunk_interval, "compress_after": h.compress_after,
+            "retention": h.retention, "chunks": h.chunks, "compressed_chunks": h.compressed_chunks,
+            "bytes_before_compression": h.bytes_before_compression,
+            "bytes_after_compression": h.bytes_after_compression, "total_bytes": h.total_bytes}
+
+
+def build_status(agent_id: str | None, report: StatusReport) -> dict[str, Any]:
     return {
         "agent_id": agent_id,
         "generated_at": datetime.now(UTC).isoformat(),
-        "files": [file_entry(r) for r in rows],
+        "agents": [agent_entry(a) for a in report.agents],
+        "files": [file_entry(r) for r in report.files],
+        "hypertables": [hypertable_entry(h) for h in report.hypertables],
     }
 
 
 def render_table(status: dict[str, Any]) -> str:
-    """A readable table: one line per file, biggest lag first."""
-    files = sorted(status["files"], key=lambda f: -(f["bytes_behind"] or 0))
+    """The agents' states (with a stall's reason), one line per file (biggest lag first), and the
+    hypertables' layout."""
+    lines = [_agent_line(a) for a in status.get("agents", [])]
+    lines.append(_files_table(status["files"]))
+    if status.get("hypertables"):
+        lines.append("hypertables:")
+        lines.extend(render_layout([HypertableLayout(**h) for h in status["hypertables"]]))
+    return "\n".join(lines)
+
+
+def _agent_line(a: dict[str, Any]) -> str:
+    why = f": {a['error']}" if a["error"] else ""
+    return f"agent {a['agent_id']}: {a['status']}{why}"
+
+
+def _files_table(files: list[dict[str, Any]]) -> str:
+    files = sorted(files, key=lambda f: -(f["bytes_behind"] or 0))
     if not files:
         return "no checkpoints yet: nothing has been committed by this agent"
     head = ("SOURCE", "STATE", "COMMITTED", "SIZE", "BEHIND", "DEAD/1h", "LAST COMMIT", "PATH")

@@ -321,9 +321,9 @@ def wild_records() -> st.SearchStrategy[dict[str, Any]]:
                      st.sampled_from([*c.RECORD_KINDS, "bogus"]), body)
 
 
-# --- the JSONTestSuite corpus (../shared/corpora, beside the repository) ------------------------
+# --- the JSONTestSuite corpus (vendored in tests/corpora, MIT; see its README) ------------------
 
-CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
+CORPORA = Path(__file__).resolve().parent / "corpora"
 JSON_SUITE = CORPORA / "jsontestsuite" / "test_parsing"
 
 

@@ -83,18 +83,21 @@ async def report(
 AGENT_ENTITY_TYPE = "agent"
 
 
-def agent_status(*, started: bool, stalled: str | None, error: str | None) -> str:
-    """The agent's own row: ``stalled`` and ``error`` as for files, else ``starting`` or ``running``."""
+def agent_status(*, started: bool, stalled: str | None, error: str | None, final: bool = False) -> str:
+    """The agent's own row: ``stalled`` and ``error`` as for files, else ``starting``, ``running``,
+    or ``stopped`` (its last report on the way out)."""
     if stalled:
         return "stalled"
     if error:
         return "error"
+    if final:
+        return "stopped"
     return "running" if started else "starting"
 
 
 async def report_agent(
     conn: Any, agent_id: str, *, started: bool, stalled: str | None, error: str | None, retries: int,
-    last_commit: float | None,
+    last_commit: float | None, final: bool = False,
 ) -> None:
     """Upsert the agent's own row (entity type ``agent``).
 
@@ -105,6 +108,6 @@ async def report_agent(
     await conn.execute(
         UPSERT_SQL, PROVIDER, AGENT_ENTITY_TYPE, [agent_id[:_ENTITY_MAX]],
         [datetime.fromtimestamp(last_commit, UTC) if last_commit else None],
-        [agent_status(started=started, stalled=stalled, error=error)],
+        [agent_status(started=started, stalled=stalled, error=error, final=final)],
         [message[:1000] if message else None], [retries],
     )

@@ -59,7 +59,7 @@ def one_line(exc: BaseException) -> str:
     traceback; connection failures say what failed without the driver's internals.
     """
     if isinstance(exc, asyncpg.PostgresError):
-        parts = [f"{exc.sqlstate} {exc}"]
+        parts = [f"{exc.sqlstate} {getattr(exc, 'message', None) or exc}"]  # str() adds DETAIL/HINT lines
         for label in ("detail", "hint"):
             value = getattr(exc, label, None)
             if value:

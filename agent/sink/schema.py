@@ -8,7 +8,7 @@ from importlib import resources
 import asyncpg
 
 from agent.config import DatabaseSettings, SchemaSettings, mask_dsn
-from agent.errors import SchemaError
+from agent.errors import CommandError, SchemaError
 from agent.sink.classify import DRIVER_ERRORS, one_line
 from agent.sink.connect import connect
 
@@ -244,7 +244,7 @@ class MigrateResult:
 
 async def migrate(db: DatabaseSettings, dsn: str, policy: SchemaSettings) -> MigrateResult:
     """Connect, apply the schema and read the layout back; driver errors become one-line
-    :class:`SchemaError` messages (SQLSTATE, message, hint), never a traceback."""
+    :class:`CommandError` messages (SQLSTATE, message, hint), never a traceback."""
     try:
         conn = await connect(db, dsn)
         try:
@@ -253,7 +253,7 @@ async def migrate(db: DatabaseSettings, dsn: str, policy: SchemaSettings) -> Mig
         finally:
             await conn.close()
     except DRIVER_ERRORS as exc:
-        raise SchemaError(f"migrate failed on {mask_dsn(dsn)}: {one_line(exc)}") from None
+        raise CommandError(f"migrate failed on {mask_dsn(dsn)}: {one_line(exc)}") from None
     return MigrateResult(mode, mask_dsn(dsn), layout)
 
 

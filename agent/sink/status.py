@@ -7,6 +7,12 @@ from datetime import datetime
 
 import asyncpg
 
+from agent.config import DatabaseSettings, mask_dsn
+from agent.errors import CommandError
+from agent.sink.classify import DRIVER_ERRORS, one_line
+from agent.sink.connect import connect
+from agent.sink.schema import HypertableLayout, hypertable_layout
+
 STATUS_SQL = """
 SELECT c.file_key, c.agent_id, c.source, c.path, c.device, c.inode, c.committed_offset, c.updated_at,
        (SELECT count(*) FROM hypertail.dead_letters d
@@ -39,6 +45,52 @@ async def read_status(conn: asyncpg.Connection, agent_id: str | None) -> list[Ch
         )
         for r in rows
     ]
+
+
+AGENTS_SQL = """
+SELECT entity_id AS agent_id, sync_status, error_message, retry_count, last_synced_at, updated_at
+FROM observability.provider_sync_status
+WHERE provider_name = 'hypertail' AND entity_type = 'agent' AND ($1::text IS NULL OR entity_id = $1)
+ORDER BY entity_id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    """An agent's own row in provider_sync_status: running, starting, stalled (and why), error."""
+
+    agent_id: str
+    status: str
+    error: str | None
+    retries: int
+    last_commit: datetime | None
+    reported_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    files: list[CheckpointStatus]
+    agents: list[AgentStatus]
+    hypertables: list[HypertableLayout]
+
+
+async def status_report(db: DatabaseSettings, dsn: str, agent_id: str | None) -> StatusReport:
+    """Everything ``hypertail status`` shows, read in one connection; driver errors become one line."""
+    try:
+        conn = await connect(db, dsn)
+        try:
+            files = await read_status(conn, agent_id)
+            agents = [
+                AgentStatus(r["agent_id"], r["sync_status"], r["error_message"], r["retry_count"],
+                            r["last_synced_at"], r["updated_at"])
+                for r in await conn.fetch(AGENTS_SQL, agent_id)
+            ]
+            layout = await hypertable_layout(conn)
+        finally:
+            await conn.close()
+    except DRIVER_ERRORS as exc:
+        raise CommandError(f"status failed on {mask_dsn(dsn)}: {one_line(exc)}") from None
+    return StatusReport(files, agents, layout)
 
 
 TABLES = ("traces", "spans", "chat_messages", "document_events", "metrics_aggregates", "provider_sync_status")

@@ -107,8 +107,18 @@ async def test_status_json_shape(agent: Agent, logs: Path, dsn: str) -> None:
     out = subprocess.run([sys.executable, "-m", "agent.cli", "status", "--config", str(agent.config_path), "--json"],
                          capture_output=True, text=True, check=True).stdout
     status = json.loads(out)
-    assert set(status) == {"agent_id", "generated_at", "files"}
+    assert set(status) == {"agent_id", "generated_at", "agents", "files", "hypertables"}
     assert status["agent_id"] == "e2e-agent"
+    [me] = status["agents"]
+    assert (me["agent_id"], me["status"], me["error"], me["retries"]) == ("e2e-agent", "stopped", None, 0)
+    assert me["last_commit"] is not None
+    timescale = bool(status["hypertables"])
+    assert {h["table"] for h in status["hypertables"]} == (
+        {"traces", "spans", "chat_messages", "document_events", "metrics_aggregates"} if timescale else set())
+    if timescale:
+        spans = next(h for h in status["hypertables"] if h["table"] == "spans")
+        assert (spans["chunk_interval"], spans["compress_after"], spans["retention"]) == ("1 day", "7 days", "90 days")
+        assert spans["chunks"] >= 1
     [entry] = status["files"]
     assert set(entry) == {"source", "path", "file_key", "agent_id", "committed_offset", "size", "bytes_behind",
                           "state", "last_commit", "dead_letters_1h"}
@@ -117,7 +127,8 @@ async def test_status_json_shape(agent: Agent, logs: Path, dsn: str) -> None:
     assert entry["dead_letters_1h"] == 1
     table = subprocess.run([sys.executable, "-m", "agent.cli", "status", "--config", str(agent.config_path)],
                            capture_output=True, text=True, check=True).stdout
-    assert "BEHIND" in table and str(f) in table
+    assert "BEHIND" in table and str(f) in table and "agent e2e-agent: stopped" in table
+    assert ("hypertables:" in table) == timescale
 
 
 async def test_canary_password_never_leaks(tmp_path: Path, logs: Path, dsn: str, pg_server: DbServer) -> None:

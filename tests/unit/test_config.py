@@ -151,3 +151,17 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     out = capsys.readouterr().out
     assert "check-config" in out and "HYPERTAIL_" in out
+
+
+def test_schema_section_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """[schema] sits behind an alias (``schema`` shadows a pydantic attribute); its
+    HYPERTAIL_SCHEMA__* variables must still work, and merge with the file's section."""
+    path = write(tmp_path, BASE + "[schema]\nretention_days = 5\n")
+    monkeypatch.setenv("HYPERTAIL_SCHEMA__TIMESCALEDB", "require")
+    settings = load_settings(path)
+    assert (settings.schema_.timescaledb, settings.schema_.retention_days) == ("require", 5)
+    monkeypatch.setenv("HYPERTAIL_SCHEMA__TIMESCALEDB", "sometimes")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.key == "schema.timescaledb"
+    assert "HYPERTAIL_SCHEMA__TIMESCALEDB" in str(info.value) and "sometimes" in str(info.value)
