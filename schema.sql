@@ -245,7 +245,9 @@ CREATE TABLE IF NOT EXISTS hypertail.schema_version (
     CONSTRAINT schema_version_pkey PRIMARY KEY (version)
 );
 ALTER TABLE hypertail.schema_version
-    ADD COLUMN IF NOT EXISTS applied_at timestamptz NOT NULL DEFAULT now();
+    ADD COLUMN IF NOT EXISTS applied_at timestamptz NOT NULL DEFAULT now(),
+    -- What was applied (this file's text and the mode), so an agent's start skips an unchanged schema.
+    ADD COLUMN IF NOT EXISTS checksum   text;
 INSERT INTO hypertail.schema_version (version) VALUES (1) ON CONFLICT (version) DO NOTHING;
 
 -- One row per tailed file identity; `committed_offset` moves in the same transaction as the rows.

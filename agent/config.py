@@ -40,7 +40,6 @@ class DatabaseSettings(_Section):
     sslrootcert: Path | None = None
     sslcert: Path | None = None
     sslkey: Path | None = None
-    pool_size: int = Field(default=2, ge=1, le=32)
     statement_timeout_ms: int = Field(default=30_000, ge=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     retry_initial_ms: int = Field(default=100, ge=1)

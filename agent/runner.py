@@ -300,13 +300,14 @@ class Runner:
     async def _report_sync(self, final: bool = False) -> None:
         h = self.sink.health
         try:
-            conn = await self.sink.job_connection()
-            error = h.last_error if h.consecutive_failures else None
-            await report_agent(conn, self.settings.agent.id, started=self.state.started, stalled=h.stalled,
-                               error=error, retries=h.consecutive_failures, last_commit=h.last_commit, final=final)
-            if self.tailer is not None:
-                await report(conn, self.settings.agent.id, self.file_syncs(),
-                             stalled=h.stalled, error=error, retries=h.consecutive_failures)
+            async with self.sink.jobs() as conn, conn.transaction():
+                error = h.last_error if h.consecutive_failures else None
+                await report_agent(conn, self.settings.agent.id, started=self.state.started, stalled=h.stalled,
+                                   error=error, retries=h.consecutive_failures, last_commit=h.last_commit,
+                                   final=final)
+                if self.tailer is not None:
+                    await report(conn, self.settings.agent.id, self.file_syncs(),
+                                 stalled=h.stalled, error=error, retries=h.consecutive_failures)
         except Exception as exc:
             self.log.warning("sync.failed", error=self.sink.redact(str(exc))[:300])
 
@@ -374,9 +375,10 @@ class Runner:
         if self.settings.ops.rollup_enabled:  # after startup: the schema exists by now
             ops = self.settings.ops
             background.append(asyncio.create_task(rollup_loop(
-                lambda: self.sink.job_connection("rollup"), ops.rollup_interval_s, self._stop, self.log,
+                self.sink.jobs, ops.rollup_interval_s, self._stop, self.log,
                 lookback_1m=timedelta(seconds=ops.rollup_lookback_1m_s),
-                lookback_1h=timedelta(seconds=ops.rollup_lookback_1h_s)), name="rollup"))
+                lookback_1h=timedelta(seconds=ops.rollup_lookback_1h_s),
+                statement_timeout_ms=self.settings.database.statement_timeout_ms), name="rollup"))
         self.tailer = self._make_tailer(checkpoints)
         self.state.started = True
         self.log.info("agent.ready", checkpoints=len(checkpoints))

@@ -212,14 +212,18 @@ async def run_rollup(
     lookback_1m: timedelta = DEFAULT_LOOKBACK_1M,
     lookback_1h: timedelta = DEFAULT_LOOKBACK_1H,
     min_interval: timedelta = timedelta(0),
+    statement_timeout_ms: int = 0,
 ) -> RollupResult:
     """Recompute the closed 1-minute and 1-hour buckets of the lookback windows, in one transaction.
 
     Returns ``ran=False`` at once (writing nothing) when another session holds the rollup lock,
     or when a rollup finished less than ``min_interval`` ago. ``now`` defaults to the database's
-    clock. Errors propagate; the transaction is then rolled back and the lock released.
+    clock. Errors propagate; the transaction is then rolled back and the lock released. The
+    statement timeout is ``SET LOCAL`` (0: none), so nothing outlives the transaction on a
+    pooled connection.
     """
     async with conn.transaction():
+        await conn.execute(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}")
         lock = await conn.fetchrow(_LOCK, ROLLUP_LOCK_KEY)
         if not lock["locked"]:
             return RollupResult(ran=False, buckets=0, rows=0, reason="locked")
@@ -235,15 +239,15 @@ async def run_rollup(
 
 
 async def _run_once(
-    get_conn: Callable[[], Awaitable[Connection]],
+    borrow: Callable[[], AbstractAsyncContextManager[Connection]],
     run: Callable[[Connection], Awaitable[RollupResult]],
     log: Any,
 ) -> None:
     """One guarded run: log the outcome, swallow every error (the next interval retries)."""
     started = time.monotonic()
     try:
-        conn = await get_conn()
-        result = await run(conn)
+        async with borrow() as conn:
+            result = await run(conn)
     except Exception as exc:
         log.warning("rollup.failed", error=f"{type(exc).__name__}: {exc}")
         return
@@ -256,7 +260,7 @@ async def _run_once(
 
 
 async def rollup_loop(
-    get_conn: Callable[[], Awaitable[Connection]],
+    borrow: Callable[[], AbstractAsyncContextManager[Connection]],
     interval_s: float,
     stop: asyncio.Event,
     log: Any,
@@ -264,17 +268,20 @@ async def rollup_loop(
     lookback_1m: timedelta = DEFAULT_LOOKBACK_1M,
     lookback_1h: timedelta = DEFAULT_LOOKBACK_1H,
     min_interval: timedelta | None = None,
+    statement_timeout_ms: int = 0,
 ) -> None:
     """Run the rollup now and then every ``interval_s`` seconds until ``stop`` is set.
 
-    ``get_conn`` returns a live connection owned by the caller (reconnecting if the last one
-    broke); the loop neither closes nor keeps it. Failures are logged as ``rollup.failed`` and
-    never end the loop; only cancellation does. ``min_interval`` (default 90 % of the interval)
-    makes sidecars skip a rollup that another sidecar has just done.
+    ``borrow()`` lends a live connection for one run (the agent's jobs connection, which the ping
+    and sync-status report share, one at a time); the loop neither closes nor keeps it. Failures
+    are logged as ``rollup.failed`` and never end the loop; only cancellation does.
+    ``min_interval`` (default 90 % of the interval) makes sidecars skip a rollup that another
+    sidecar has just done.
     """
     skip_within = min_interval if min_interval is not None else timedelta(seconds=0.9 * interval_s)
-    run = partial(run_rollup, lookback_1m=lookback_1m, lookback_1h=lookback_1h, min_interval=skip_within)
+    run = partial(run_rollup, lookback_1m=lookback_1m, lookback_1h=lookback_1h, min_interval=skip_within,
+                  statement_timeout_ms=statement_timeout_ms)
     while not stop.is_set():
-        await _run_once(get_conn, run, log)
+        await _run_once(borrow, run, log)
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)

@@ -33,14 +33,20 @@ def dsn_with_tls(db: DatabaseSettings, dsn: str) -> str:
 
 
 def connect_kwargs(db: DatabaseSettings, dsn: str) -> dict[str, Any]:
-    """Keyword arguments for ``asyncpg.connect`` / ``create_pool``."""
+    """Keyword arguments for ``asyncpg.connect``: nothing that needs a session of its own.
+
+    The same connection works directly and behind PgBouncer in transaction pooling (where each
+    transaction may run on another server connection): no statement cache, so asyncpg names no
+    prepared statement that a later transaction would miss; and no ``statement_timeout`` in the
+    startup packet, which PgBouncer refuses; transactions ``SET LOCAL`` it instead. Only
+    ``application_name`` is sent, which PgBouncer passes on.
+    """
     kwargs: dict[str, Any] = {
         "dsn": dsn_with_tls(db, dsn),
         "timeout": db.connect_timeout_s,
+        "statement_cache_size": 0,
         "server_settings": {"application_name": "hypertail"},
     }
-    if db.statement_timeout_ms:
-        kwargs["server_settings"]["statement_timeout"] = str(db.statement_timeout_ms)
     password = db.resolved_password()
     if password is not None:
         kwargs["password"] = password

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from importlib import resources
 
@@ -124,19 +125,56 @@ async def detect_mode(conn: asyncpg.Connection, fallback: str | None = None) -> 
     return SchemaMode(timescaledb=ts, server_version=str(version), fallback=fallback)
 
 
-async def apply_schema(conn: asyncpg.Connection, policy: SchemaSettings) -> SchemaMode:
-    """Apply schema.sql (idempotent) with the configured mode and policy lengths, in one transaction."""
+# pg_advisory_xact_lock key: the bytes of "htschema". Agents starting together apply one at a time.
+SCHEMA_LOCK_KEY = 0x6874736368656D61
+
+
+def schema_fingerprint(timescaledb: bool) -> str:
+    """What was applied: this schema.sql's text and the mode it was applied in."""
+    digest = hashlib.sha256(schema_sql().encode())
+    digest.update(b"timescaledb=on" if timescaledb else b"timescaledb=off")
+    return digest.hexdigest()
+
+
+async def _applied_fingerprint(conn: asyncpg.Connection) -> str | None:
+    if not await conn.fetchval("SELECT to_regclass('hypertail.schema_version') IS NOT NULL"):
+        return None
+    columns = await conn.fetchval(
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'hypertail.schema_version'::regclass "
+        "AND attname = 'checksum' AND NOT attisdropped")
+    if not columns:  # a schema from before the checksum column
+        return None
+    value = await conn.fetchval("SELECT checksum FROM hypertail.schema_version WHERE version = $1", SCHEMA_VERSION)
+    return str(value) if value is not None else None
+
+
+async def apply_schema(
+    conn: asyncpg.Connection, policy: SchemaSettings, *, only_if_changed: bool = False
+) -> SchemaMode:
+    """Apply schema.sql (idempotent) with the configured mode and policy lengths, in one transaction.
+
+    Concurrent applies (many sidecars starting at once) take turns on an advisory lock. With
+    ``only_if_changed`` (the agent's start) nothing is applied when this very schema.sql was
+    already applied in the same mode: DDL takes ACCESS EXCLUSIVE locks, and re-running it while
+    other agents ingest only makes them wait or deadlock. ``hypertail migrate`` always applies,
+    which also repairs what someone dropped.
+    """
     async with conn.transaction():
         await conn.execute("SET LOCAL client_min_messages = warning")
+        await conn.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
         fallback = await _choose_timescaledb(conn, policy.timescaledb)
-        for name, value in (
-            ("hypertail.timescaledb", "off" if fallback else "on"),
-            ("hypertail.compress_after_days", policy.compress_after_days),
-            ("hypertail.retention_days", policy.retention_days),
-            ("hypertail.chat_retention_days", policy.chat_retention_days),
-        ):
-            await conn.execute("SELECT set_config($1, $2, true)", name, str(value))
-        await conn.execute(schema_sql())
+        fingerprint = schema_fingerprint(fallback is None)
+        if not (only_if_changed and await _applied_fingerprint(conn) == fingerprint):
+            for name, value in (
+                ("hypertail.timescaledb", "off" if fallback else "on"),
+                ("hypertail.compress_after_days", policy.compress_after_days),
+                ("hypertail.retention_days", policy.retention_days),
+                ("hypertail.chat_retention_days", policy.chat_retention_days),
+            ):
+                await conn.execute("SELECT set_config($1, $2, true)", name, str(value))
+            await conn.execute(schema_sql())
+            await conn.execute("UPDATE hypertail.schema_version SET checksum = $1 WHERE version = $2",
+                               fingerprint, SCHEMA_VERSION)
     return await detect_mode(conn, None if policy.timescaledb == "off" else fallback)
 
 
@@ -202,11 +240,11 @@ async def installed_version(conn: asyncpg.Connection) -> int | None:
 def grants_for(role: str) -> str:
     """Least-privilege GRANTs for an ingest role, as SQL text.
 
-    INSERT where COPY writes (plus SELECT, which the per-connection staging tables need for
-    ``CREATE TEMP TABLE ... (LIKE ...)``); UPDATE only where merges upsert (traces and spans
-    merge start and end records; the rollup and sync-status tables are upserted); the state schema
-    needs read/write on checkpoints and insert on dead letters; TEMPORARY for the staging table
-    that conflicting batches fall back to.
+    INSERT where COPY writes (plus SELECT, which asyncpg's COPY needs to read the columns' types
+    and ON CONFLICT to check keys); UPDATE only where merges upsert (traces and spans merge start
+    and end records; the rollup and sync-status tables are upserted); the state schema needs
+    read/write on checkpoints and insert on dead letters. No TEMPORARY: nothing is staged in
+    temporary tables (upserts read typed arrays), so nothing outlives a transaction on a pooler.
     """
     r = _quote_ident(role)
     obs = "observability"
@@ -218,8 +256,6 @@ def grants_for(role: str) -> str:
         f"GRANT SELECT ON hypertail.schema_version TO {r};",
         f"GRANT SELECT, INSERT, UPDATE ON hypertail.checkpoints TO {r};",
         f"GRANT SELECT, INSERT ON hypertail.dead_letters TO {r};",
-        f"DO $$ BEGIN EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO {_sql_literal_ident(role)}', "
-        "current_database()); END $$;",
     ]
     return "\n".join(lines) + "\n"
 
@@ -227,10 +263,6 @@ def grants_for(role: str) -> str:
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
-
-def _sql_literal_ident(name: str) -> str:
-    # The role inside a format() string literal: quote as identifier, then escape for the literal.
-    return _quote_ident(name).replace("'", "''")
 
 
 @dataclass(frozen=True, slots=True)

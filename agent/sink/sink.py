@@ -9,9 +9,10 @@ ingestion resumes by itself once the GRANT arrives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -42,7 +43,12 @@ class SinkHealth:
 
 
 class Sink:
-    """One ingest connection, reconnected on demand; batches committed with retries."""
+    """Two server connections per agent: one ingesting, one shared by the background jobs.
+
+    Both are reconnected on demand; batches are committed with retries. Behind a pooler each
+    agent still holds at most two client connections, and the jobs (ping, sync status, rollup)
+    take turns on theirs, so none waits on a COPY and the count does not grow with the jobs.
+    """
 
     def __init__(self, settings: Settings, dsn: str, tail_hash: Callable[[FileRef, int], str]) -> None:
         self.settings = settings
@@ -51,7 +57,8 @@ class Sink:
         self.health = SinkHealth()
         self.on_retry: OnRetry | None = None
         self._writer: Writer | None = None
-        self._jobs: dict[str, asyncpg.Connection] = {}
+        self._job: asyncpg.Connection | None = None
+        self._job_lock = asyncio.Lock()
         self._secret = settings.database.resolved_password()
 
     async def _connection(self) -> Writer:
@@ -60,7 +67,8 @@ class Sink:
                 conn = await asyncpg.connect(**connect_kwargs(self.settings.database, self.dsn))
             except Exception as exc:
                 raise classify(exc) from exc
-            self._writer = Writer(conn, self.settings.agent.id, self.tail_hash)
+            self._writer = Writer(conn, self.settings.agent.id, self.tail_hash,
+                                  statement_timeout_ms=self.settings.database.statement_timeout_ms)
             self.health.connected = True
         return self._writer
 
@@ -129,7 +137,7 @@ class Sink:
 
     async def _check_schema(self, conn: asyncpg.Connection, apply: bool) -> None:
         if apply:
-            mode = await apply_schema(conn, self.settings.schema_)
+            mode = await apply_schema(conn, self.settings.schema_, only_if_changed=True)
         else:
             version = await installed_version(conn)
             if version is None or version < SCHEMA_VERSION:
@@ -160,35 +168,40 @@ class Sink:
             text = text.replace(self._secret, "***")
         return mask_dsn(text) if "://" in text else text
 
-    async def job_connection(self, name: str = "ops") -> asyncpg.Connection:
-        """A connection per background job (ping and sync status, rollup), so none waits on a COPY."""
-        conn = self._jobs.get(name)
-        if conn is None or conn.is_closed():
+    @contextlib.asynccontextmanager
+    async def jobs(self) -> AsyncIterator[asyncpg.Connection]:
+        """The background jobs' connection, one job at a time; dropped when a job fails on it.
+
+        A job that raises may have left the connection mid-transaction or broken, so it is
+        closed and the next job connects afresh.
+        """
+        async with self._job_lock:
+            if self._job is None or self._job.is_closed():
+                try:
+                    self._job = await asyncpg.connect(**connect_kwargs(self.settings.database, self.dsn))
+                except Exception as exc:
+                    raise classify(exc) from exc
             try:
-                conn = await asyncpg.connect(**connect_kwargs(self.settings.database, self.dsn))
-            except Exception as exc:
-                raise classify(exc) from exc
-            self._jobs[name] = conn
-        return conn
+                yield self._job
+            except BaseException:
+                self._job.terminate()
+                self._job = None
+                raise
 
     async def ping(self) -> bool:
-        """True when the database answers on the ops connection."""
+        """True when the database answers on the jobs connection (simple protocol: no statement)."""
         try:
-            conn = await self.job_connection()
-            await conn.fetchval("SELECT 1", timeout=self.settings.database.connect_timeout_s)
+            async with self.jobs() as conn:
+                await conn.execute("SELECT 1", timeout=self.settings.database.connect_timeout_s)
         except Exception as exc:
             self.health.last_error = self.redact(str(classify(exc)))
-            broken = self._jobs.pop("ops", None)
-            if broken is not None:
-                broken.terminate()
             return False
         return True
 
     async def close(self) -> None:
-        jobs, self._jobs = self._jobs, {}
-        for job in jobs.values():
-            if not job.is_closed():
-                job.terminate()
+        job, self._job = self._job, None
+        if job is not None and not job.is_closed():
+            job.terminate()
         writer, self._writer = self._writer, None
         if writer is not None and not writer.conn.is_closed():
             try:

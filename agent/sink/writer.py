@@ -7,10 +7,15 @@ The order inside the transaction is what makes delivery exactly-once:
    our committed offsets and drops the lines below them. That is the single-writer rule.
 2. COPY plain rows, optimistically. If the table already holds a key (the app wrote the same
    span twice, a chat message id repeats, another agent raced us on a new file), the transaction
-   is retried with that table's rows going through a staging table with ``INSERT ... ON
+   is retried with that table's rows going through ``INSERT ... SELECT FROM unnest(...) ON
    CONFLICT``. The conflict is recognised by the statement that raised it (the COPY into that
    table), not by the table the server names: on a hypertable the server names the chunk.
-3. Upsert merge rows (trace start/end, span start) from the staging table.
+3. Upsert merge rows (trace start/end, span start) the same way.
+
+Nothing outlives a transaction, so the writer works unchanged behind PgBouncer in transaction
+pooling: no temporary staging table (the upsert reads typed arrays, one parameter per column),
+no named prepared statement (the connection has no statement cache), no session ``SET`` (the
+statement timeout is ``SET LOCAL`` in each transaction), and only transaction-scoped locks.
 4. Insert dead letters; move the checkpoints.
 
 Only after COMMIT returns are offsets acknowledged upstream. If the database refuses the data,
@@ -45,24 +50,28 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _stage(table: str) -> str:
-    return f"ht_stage_{table}"
-
-
-def upsert_sql(table: str) -> str:
-    """``INSERT ... SELECT FROM staging ON CONFLICT``: merge for traces/spans, keep-first otherwise."""
+def upsert_sql(table: str, types: dict[str, str]) -> str:
+    """``INSERT ... SELECT FROM unnest($1::t1[], ...) ON CONFLICT``: merge for traces/spans,
+    keep-first otherwise. ``types`` are the columns' SQL types as the catalog spells them."""
     cols = contract.COLUMNS[table]
     keys = contract.KEY_COLUMNS[table]
     collist = ", ".join(_q(c) for c in cols)
+    arrays = ", ".join(f"${i}::{types[c]}[]" for i, c in enumerate(cols, 1))
     if table in MERGE_TABLES:
         sets = [_merge_set(c) for c in cols if c not in keys]
         action = "DO UPDATE SET " + ", ".join(sets)
     else:
         action = "DO NOTHING"
     return (
-        f"INSERT INTO {contract.SCHEMA}.{table} AS t ({collist}) SELECT {collist} FROM pg_temp.{_stage(table)} "
+        f"INSERT INTO {contract.SCHEMA}.{table} AS t ({collist}) SELECT * FROM unnest({arrays}) "
         f"ON CONFLICT ({', '.join(_q(k) for k in keys)}) {action}"
     )
+
+
+COLUMN_TYPES_SQL = """
+SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute
+WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped
+"""
 
 
 def _merge_set(col: str) -> str:
@@ -73,12 +82,6 @@ def _merge_set(col: str) -> str:
         return f"{c} = t.{c} || EXCLUDED.{c}"
     return f"{c} = COALESCE(EXCLUDED.{c}, t.{c})"
 
-
-STAGING_DDL = [
-    f"CREATE TEMP TABLE IF NOT EXISTS {_stage(t)} (LIKE {contract.SCHEMA}.{t} INCLUDING DEFAULTS) "
-    "ON COMMIT DELETE ROWS"
-    for t in contract.COLUMNS
-]
 
 # Lock the batch's checkpoint rows (creating missing ones) and read their committed offsets, in
 # one round trip. A row another agent inserts concurrently is not visible to this statement's
@@ -152,24 +155,16 @@ TailHash = Any  # Callable[[FileRef, int], str]; kept loose so the sink does not
 class Writer:
     """Commits batches on one connection. Errors come out already classified."""
 
-    def __init__(self, conn: asyncpg.Connection, agent_id: str, tail_hash: TailHash) -> None:
+    def __init__(
+        self, conn: asyncpg.Connection, agent_id: str, tail_hash: TailHash, *, statement_timeout_ms: int = 0
+    ) -> None:
         self.conn = conn
         self.agent_id = agent_id
         self.tail_hash = tail_hash
+        self._set_timeout = f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}"
+        self._upserts: dict[str, str] = {}  # table -> its upsert statement, built from the catalog's types
         self._commits = 0
-        self._prepared = False
         self._kill_after = int(os.environ.get(KILL_AFTER_COMMITS_ENV, "0") or 0)
-
-    async def prepare(self) -> None:
-        """Create the per-connection staging tables (outside any transaction), once."""
-        if self._prepared:
-            return
-        try:
-            for ddl in STAGING_DDL:
-                await self.conn.execute(ddl)
-        except Exception as exc:
-            raise classify(exc) from exc
-        self._prepared = True
 
     async def commit(self, items: Sequence[Item], known_bad: DataError | None = None) -> CommitStats:
         """Commit ``items``; split on data errors until the poison rows are dead letters.
@@ -180,7 +175,6 @@ class Writer:
         part proves nothing about one line (the fault may have been between two rows, or have
         gone meanwhile), so no line is dead-lettered for a refusal it was not itself given.
         """
-        await self.prepare()
         stats = CommitStats()
         if known_bad is None or len(items) == 1:
             try:
@@ -234,6 +228,7 @@ class Writer:
     async def _transaction(self, items: Sequence[Item], upsert: set[str]) -> CommitStats:
         stats = CommitStats()
         async with self.conn.transaction():
+            await self.conn.execute(self._set_timeout)
             kept, expected = await self._lock_and_filter(items, stats)
             tables = build_tables(kept)
             await self._write_tables(tables, stats, upsert)
@@ -276,9 +271,16 @@ class Writer:
             raise KeyConflict(table, getattr(exc, "constraint_name", None)) from exc
 
     async def _upsert(self, table: str, rows: list[tuple[Any, ...]]) -> None:
-        await self.conn.copy_records_to_table(_stage(table), records=rows, columns=contract.COLUMNS[table])
-        await self.conn.execute(upsert_sql(table))
-        await self.conn.execute(f"TRUNCATE pg_temp.{_stage(table)}")
+        """One statement: the rows as one typed array per column, merged or kept-first on conflict.
+
+        The batcher has already merged rows that share a key, so no key occurs twice here (which
+        ON CONFLICT DO UPDATE would refuse).
+        """
+        sql = self._upserts.get(table)
+        if sql is None:
+            found = await self.conn.fetch(COLUMN_TYPES_SQL, f"{contract.SCHEMA}.{table}")
+            sql = self._upserts[table] = upsert_sql(table, {r["attname"]: r["type"] for r in found})
+        await self.conn.execute(sql, *[list(col) for col in zip(*rows, strict=True)])
 
     async def _write_dead_letters(self, tables: Tables) -> None:
         if not tables.dead:

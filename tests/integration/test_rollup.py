@@ -8,11 +8,13 @@ from the values the test inserted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -395,14 +397,15 @@ async def test_loop_logs_done_and_survives_failures(conn: asyncpg.Connection, sp
     log = RecordingLog()
     calls = 0
 
-    async def get_conn() -> asyncpg.Connection:
+    @contextlib.asynccontextmanager
+    async def get_conn() -> AsyncIterator[asyncpg.Connection]:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise OSError("connection refused")
         if calls == 3:
             stop.set()
-        return conn
+        yield conn
 
     await asyncio.wait_for(rollup_loop(get_conn, 0.01, stop, log, min_interval=timedelta(0)), timeout=30)
     names = [(level, event) for level, event, _ in log.events]
@@ -415,8 +418,9 @@ async def test_loop_logs_done_and_survives_failures(conn: asyncpg.Connection, sp
 async def test_loop_stops_when_asked(conn: asyncpg.Connection) -> None:
     stop = asyncio.Event()
 
-    async def get_conn() -> asyncpg.Connection:
-        return conn
+    @contextlib.asynccontextmanager
+    async def get_conn() -> AsyncIterator[asyncpg.Connection]:
+        yield conn
 
     task = asyncio.create_task(rollup_loop(get_conn, 3600, stop, RecordingLog()))
     await asyncio.sleep(0.2)

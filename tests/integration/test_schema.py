@@ -49,7 +49,7 @@ SPEC = {
         entity_id character varying(255)! | last_synced_at timestamp with time zone |
         sync_status character varying(20)! | error_message text | retry_count integer! |
         created_at timestamp with time zone! | updated_at timestamp with time zone!""",
-    "hypertail.schema_version": "version integer! | applied_at timestamp with time zone!",
+    "hypertail.schema_version": "version integer! | applied_at timestamp with time zone! | checksum text",
     "hypertail.checkpoints": """
         file_key text! | agent_id text! | source text! | path text! | device bigint! | inode bigint! |
         fingerprint text! | fingerprint_len integer! | committed_offset bigint! | tail_hash text! |
@@ -200,6 +200,7 @@ async def test_migrate_reports_mode_and_layout(empty_dsn: str) -> None:
 
 async def test_print_grants_are_sufficient_and_minimal(conn: asyncpg.Connection, dsn: str) -> None:
     role = "ht_ingest_test"
+    assert "TEMPORARY" not in grants_for(role)  # the writer stages nothing in temporary tables
     await conn.execute(f"DROP ROLE IF EXISTS {role}")
     await conn.execute(f"CREATE ROLE {role} LOGIN")
     try:
@@ -215,7 +216,7 @@ async def test_print_grants_are_sufficient_and_minimal(conn: asyncpg.Connection,
                 "ON CONFLICT (trace_id, \"timestamp\") DO UPDATE SET status = EXCLUDED.status"
             )
             await ingest.execute("INSERT INTO hypertail.dead_letters (reason) VALUES ('x')")
-            await ingest.execute("CREATE TEMP TABLE staging (LIKE observability.spans)")
+            await _writer_commits_as(ingest)
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await ingest.execute("DELETE FROM observability.spans")
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
@@ -227,3 +228,33 @@ async def test_print_grants_are_sufficient_and_minimal(conn: asyncpg.Connection,
     finally:
         await conn.execute(f"DROP OWNED BY {role}")
         await conn.execute(f"DROP ROLE {role}")
+
+
+async def _writer_commits_as(ingest: asyncpg.Connection) -> None:
+    """The writer's whole path with only the printed grants: COPY, the upsert after a duplicate,
+    trace merges, a dead letter and checkpoints."""
+    from agent.model import DeadLetter
+    from agent.sink.writer import Writer
+    from tests.factories import FileWriter, span_row, trace_row
+
+    w, fw = Writer(ingest, "grants-test", lambda f, o: f"h{o}"), FileWriter()
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    await w.commit([fw.item(span_row(1)), fw.item(trace_row(trace, status="in_progress"))])
+    stats = await w.commit([fw.item(span_row(1)), fw.item(span_row(2)), fw.item(trace_row(trace, status="completed")),
+                            fw.item(DeadLetter(reason="invalid JSON", field=None))])
+    assert stats.rows == {"spans": 2, "traces": 1} and len(stats.dead_letters) == 1
+
+
+async def test_the_agent_skips_an_unchanged_schema_but_migrate_repairs(conn: asyncpg.Connection) -> None:
+    """At start the agent applies nothing when this schema.sql was applied in the same mode (no DDL
+    locks while other agents ingest); ``migrate`` always applies, so it re-creates what was dropped."""
+    await apply_schema(conn, SchemaSettings())  # records the fingerprint
+    await conn.execute("DROP INDEX observability.idx_spans_model")
+    await apply_schema(conn, SchemaSettings(), only_if_changed=True)
+    assert "idx_spans_model" not in " ".join((await catalog.indexes(conn)).values())
+    await apply_schema(conn, SchemaSettings())
+    assert "idx_spans_model" in " ".join((await catalog.indexes(conn)).values())
+    await conn.execute("UPDATE hypertail.schema_version SET checksum = 'an older schema.sql'")
+    await conn.execute("DROP INDEX observability.idx_spans_model")
+    await apply_schema(conn, SchemaSettings(), only_if_changed=True)  # changed: applied
+    assert "idx_spans_model" in " ".join((await catalog.indexes(conn)).values())

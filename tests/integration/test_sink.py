@@ -27,7 +27,6 @@ def fake_hash(file: object, offset: int) -> str:
 async def writer(dsn: str) -> AsyncIterator[Writer]:
     conn = await asyncpg.connect(dsn)
     w = Writer(conn, "agent-test", fake_hash)
-    await w.prepare()
     yield w
     await conn.close()
 
@@ -132,7 +131,6 @@ async def test_poison_rows_are_isolated(dsn: str, conn: asyncpg.Connection, errc
     wconn = await asyncpg.connect(dsn)
     try:
         w = Writer(wconn, "agent-test", fake_hash)
-        await w.prepare()
         fw = FileWriter()
         stats = await w.commit(spans(fw, range(n)))
     finally:
@@ -150,8 +148,6 @@ async def test_two_writers_on_one_file_never_duplicate(dsn: str, conn: asyncpg.C
     a, b = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
     try:
         wa, wb = Writer(a, "agent-a", fake_hash), Writer(b, "agent-b", fake_hash)
-        await wa.prepare()
-        await wb.prepare()
         fa, fb = FileWriter(file_ref()), FileWriter(file_ref())
         items_a, items_b = spans(fa, range(3000)), spans(fb, range(3000))
         sizes_a, sizes_b = [700, 300, 1200, 800], [100, 1500, 1000, 400]

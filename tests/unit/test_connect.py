@@ -18,7 +18,8 @@ def test_tls_settings_travel_in_the_dsn_query(tmp_path: Path) -> None:
     assert query["sslmode"] == ["verify-full"]
     assert query["sslrootcert"] == [str(ca)]
     assert query["application_name"] == ["x"]
-    assert kw["server_settings"]["statement_timeout"] == "1234"
+    assert kw["server_settings"] == {"application_name": "hypertail"}  # nothing PgBouncer would refuse
+    assert kw["statement_cache_size"] == 0  # no named prepared statement outlives a transaction
     assert "password" not in kw
 
 
