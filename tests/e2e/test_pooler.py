@@ -9,6 +9,7 @@ SET, transaction-scoped locks only), so: the data ends exact, and not one ``db.s
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import subprocess
 import sys
@@ -82,8 +83,6 @@ def server_connections(admin_dsn: str, database: str) -> int:
         finally:
             await c.close()
 
-    import asyncio
-
     out: list[int] = []
     t = threading.Thread(target=lambda: out.append(asyncio.run(q())))
     t.start()
@@ -152,3 +151,26 @@ def test_migrate_through_the_pooler(empty_dsn: str, bouncer: pgbouncer.PgBouncer
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "schema applied" in p.stdout and "Traceback" not in p.stderr
+
+
+async def test_an_agent_holds_two_server_connections(agent: Agent, logs: Path, dsn: str) -> None:
+    """Ingest on one; ping, provider_sync_status and the rollup take turns on the other."""
+    database = urlsplit(dsn).path.lstrip("/")
+    agent.env = {"HYPERTAIL_OPS__ROLLUP_ENABLED": "true", "HYPERTAIL_OPS__ROLLUP_INTERVAL_S": "0.5"}
+    (logs / "app.log").write_bytes(b"".join(span_line(s) for s in range(2000)))
+    agent.start()
+    conn = await asyncpg.connect(dsn, server_settings={"application_name": "observer"})
+    try:
+        wait_until(lambda: '"event":"rollup.done"' in agent.output(), timeout=60, what="a rollup run")
+        seen = set()
+        for _ in range(40):  # ~4 s: several pings, sync reports and rollups
+            n = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'hypertail'",
+                database)
+            seen.add(int(n))
+            await asyncio.sleep(0.1)
+        assert max(seen) == 2, seen
+        assert len(await seqs(conn)) == 2000
+    finally:
+        await conn.close()
+        agent.stop_quietly()
