@@ -146,7 +146,8 @@ async def test_canary_password_never_leaks(tmp_path: Path, logs: Path, dsn: str,
     (logs / "app.log").write_bytes(span_line(1))
     a.start()
     try:
-        time.sleep(3)
+        # Until a login has really failed (not a fixed sleep: a loaded machine starts slowly).
+        wait_until(lambda: "password authentication failed" in a.output(), timeout=60, what="a failed login")
         for path in ("/metrics", "/readyz", "/livez", "/startupz"):
             assert canary not in str(a.get(path)[1])
         assert a.get("/readyz")[0] == 503
