@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ examples:
   hypertail migrate --config config.toml     create or upgrade the tables (idempotent)
   hypertail migrate --dsn postgresql://admin@db/app
   hypertail migrate --print-grants ingest    least-privilege GRANTs for the agent's role
+  hypertail embedded status                  the embedded PostgreSQL (no database.dsn): running?
 
 Exit codes: 0 ok, 1 failure, 2 invalid configuration or usage.
 """
@@ -89,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the agent: check (or apply) the schema, load checkpoints, tail every file "
         "matching [[sources]] paths and commit rows, dead letters and offsets together. SIGTERM or "
         "SIGINT drains and exits 0 within agent.shutdown_timeout_s; a second signal exits at once. "
-        "With no database.dsn, an embedded PostgreSQL is started (install 'hypertail[embedded]').",
+        "With no database.dsn, an embedded PostgreSQL is started (install 'hypertail[embedded]'); it "
+        "keeps running afterwards unless agent.embedded_keep_running = false (see `hypertail embedded`).",
         epilog="example:\n  hypertail run --config /etc/hypertail/config.toml\n"
         "  hypertail run --config backfill.toml --exit-when-idle   # ingest what is there, then exit",
         formatter_class=fmt,
@@ -122,14 +126,83 @@ def _parser() -> argparse.ArgumentParser:
         description="No setup needed: starts the embedded PostgreSQL (in the user's data directory, "
         "or agent.data_dir), runs a small simulated RAG application that logs only through "
         "agent.emit, ingests its log with the real agent and prints rows per table and one trace "
-        "as a span tree.",
+        "as a span tree. Each run adds to the database hypertail_demo; the server keeps running "
+        "afterwards, so you can query it (the last line says how).",
+        epilog="examples:\n  hypertail demo\n  hypertail embedded psql -d hypertail_demo -c 'select count(*) "
+        "from observability.spans'\n  HYPERTAIL_AGENT__EMBEDDED_KEEP_RUNNING=false hypertail demo --fresh"
+        "   # start over, stop the server at the end",
         formatter_class=fmt,
     )
-    dm.add_argument("--config", type=Path, metavar="PATH", help="optional: only agent.data_dir is used")
+    dm.add_argument("--config", type=Path, metavar="PATH",
+                    help="optional: only agent.data_dir and agent.embedded_keep_running are used")
     dm.add_argument("--chats", type=int, default=30, help="chat requests to simulate (default: 30)")
     dm.add_argument("--documents", type=int, default=12, help="documents to process (default: 12)")
+    dm.add_argument("--fresh", action="store_true",
+                    help="drop the data of earlier demo runs first (by default each run adds to it)")
     dm.set_defaults(func=cmd_demo)
+    _add_embedded(sub)
     return p
+
+
+EMBEDDED_EPILOG = """\
+examples:
+  hypertail embedded status                 running? its data directory, version and size
+  hypertail embedded psql -d hypertail_demo -c 'select count(*) from observability.spans'
+  hypertail embedded psql -- -A -t -c 'select 1'   more psql options after --
+  psql "$(hypertail embedded dsn)"          its DSN for any libpq client (psql, pg_dump, asyncpg)
+  hypertail embedded stop                   a clean stop; committed data stays
+  hypertail embedded status --data-dir /var/lib/hypertail   another agent.data_dir
+
+`hypertail run` and `hypertail demo` start the server when database.dsn is not set and leave it
+running (set agent.embedded_keep_running = false to have them stop a server they started).
+`psql` and `dsn` start it too when it is not running. `stop` when nothing runs is not an error.
+"""
+
+
+def _add_embedded(sub: Any) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    em = sub.add_parser(
+        "embedded",
+        help="the embedded PostgreSQL used without database.dsn: status, start, stop, psql, dsn",
+        description="Manage the private PostgreSQL that `run` and `demo` start when no database.dsn is "
+        "set. It lives in the user's data directory (or agent.data_dir), listens only on a Unix "
+        "socket, and keeps running between commands.",
+        epilog=EMBEDDED_EPILOG,
+        formatter_class=fmt,
+    )
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--config", type=Path, metavar="PATH", help="use its agent.data_dir")
+    where.add_argument("--data-dir", type=Path, metavar="PATH",
+                       help="the agent.data_dir to look in (default: from --config, else the user's data directory)")
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument("-d", "--database", default="postgres", metavar="NAME",
+                    help="database to connect to (default: postgres, where `run` writes; the demo's is "
+                    "hypertail_demo)")
+    actions = em.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    st = actions.add_parser("status", parents=[where], help="running or stopped, data directory, version, size",
+                            description="Report without starting anything. --json prints state "
+                            "(running|stopped|absent), pid, data_directory, version, data_version, "
+                            "size_bytes and dsn.")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=cmd_embedded_status)
+    actions.add_parser("start", parents=[where], help="start it (if it is not running) and print its DSN",
+                       ).set_defaults(func=cmd_embedded_start)
+    actions.add_parser("stop", parents=[where], help="stop it cleanly (committed data stays)",
+                       description="pg_ctl stop -m fast: open transactions roll back, clients (a running "
+                       "agent retries) are disconnected, a checkpoint is written. Exit 0 also when it "
+                       "was not running.").set_defaults(func=cmd_embedded_stop)
+    ps = actions.add_parser("psql", parents=[where, db], help="open psql on it (starts it if needed)",
+                            description="Run the bundled psql (else psql from PATH) on the embedded "
+                            "server; without psql, print the DSN to use with another client.",
+                            epilog="example:\n  hypertail embedded psql -d hypertail_demo -c 'select count(*) "
+                            "from observability.spans'", formatter_class=fmt)
+    ps.add_argument("-c", "--command", metavar="SQL", help="run SQL and exit (as psql -c)")
+    ps.add_argument("psql_args", nargs=argparse.REMAINDER, metavar="-- PSQL_ARGS",
+                    help="more options for psql, after --")
+    ps.set_defaults(func=cmd_embedded_psql)
+    actions.add_parser("dsn", parents=[where, db], help="print its DSN for other tools (starts it if needed)",
+                       ).set_defaults(func=cmd_embedded_dsn)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -155,16 +228,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print(grants_for(args.print_grants), end="")
         return EXIT_OK
     settings = _settings_for_migrate(args)
-    mode = asyncio.run(_migrate(settings))
+    with _database(settings) as dsn:
+        mode = asyncio.run(_migrate(settings, dsn))
     print(f"schema applied: {mode}")
     return EXIT_OK
 
 
-async def _migrate(settings: Settings) -> str:
+async def _migrate(settings: Settings, dsn: str) -> str:
     from agent.sink.connect import connect
     from agent.sink.schema import apply_schema
 
-    dsn = settings.database.dsn or _embedded_dsn(settings)
     conn = await connect(settings.database, dsn)
     try:
         mode = await apply_schema(conn, settings.schema_)
@@ -173,24 +246,51 @@ async def _migrate(settings: Settings) -> str:
     return f"{mode.describe()} (server {mode.server_version}, database {mask_dsn(dsn)})"
 
 
-def _embedded_dsn(settings: Settings) -> str:
-    from agent.embedded import start_embedded
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[str]:
+    """database.dsn, else the embedded server for this command (stopped after it if so configured)."""
+    if settings.database.dsn is not None:
+        yield settings.database.dsn
+        return
+    from agent.embedded import embedded_session
 
-    return start_embedded(settings.agent.data_dir)
+    agent = settings.agent
+    with embedded_session(agent.data_dir, keep_running=agent.embedded_keep_running) as emb:
+        yield emb.admin_dsn
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.ops.log import configure_logging, get_logger
-    from agent.runner import Runner
+    from agent.ops.log import configure_logging
 
     settings = load_settings(args.config)
     if not settings.sources:
         raise ConfigError("no [[sources]] configured: nothing to tail", key="sources")
     configure_logging()
-    dsn = settings.database.dsn
-    if dsn is None:
-        dsn = _embedded_dsn(settings)
-        get_logger().info("db.embedded", dsn=mask_dsn(dsn))
+    if settings.database.dsn is not None:
+        return _run_agent(args, settings, settings.database.dsn)
+    return _run_embedded(args, settings)
+
+
+def _run_embedded(args: argparse.Namespace, settings: Settings) -> int:
+    """The agent on the embedded server; say so on stderr (stdout is the JSON log) at start."""
+    from agent.embedded import notice, release, start_embedded
+    from agent.ops.log import get_logger
+
+    agent = settings.agent
+    emb = start_embedded(agent.data_dir)
+    log = get_logger()
+    log.info("db.embedded", dsn=mask_dsn(emb.admin_dsn), data_dir=str(emb.pgdata), started=emb.started,
+             keep_running=agent.embedded_keep_running)
+    print("hypertail: " + notice(emb, agent.data_dir, keep_running=agent.embedded_keep_running), file=sys.stderr)
+    try:
+        return _run_agent(args, settings, emb.admin_dsn)
+    finally:
+        if release(emb, agent.data_dir, keep_running=agent.embedded_keep_running):
+            log.info("db.embedded_stopped", data_dir=str(emb.pgdata))
+
+
+def _run_agent(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
+    from agent.runner import Runner
 
     async def _main() -> int:
         runner = Runner(settings, dsn, exit_when_idle=args.exit_when_idle, idle_grace_s=args.idle_grace)
@@ -205,17 +305,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     agent_id = None if args.all_agents else settings.agent.id
-    rows = asyncio.run(_read_status(settings, agent_id))
+    with _database(settings) as dsn:
+        rows = asyncio.run(_read_status(settings, dsn, agent_id))
     status = build_status(agent_id, rows)
     print(json.dumps(status, indent=2) if args.json else render_table(status))
     return EXIT_OK
 
 
-async def _read_status(settings: Settings, agent_id: str | None) -> list[Any]:
+async def _read_status(settings: Settings, dsn: str, agent_id: str | None) -> list[Any]:
     from agent.sink.connect import connect
     from agent.sink.status import read_status
 
-    dsn = settings.database.dsn or _embedded_dsn(settings)
     conn = await connect(settings.database, dsn)
     try:
         return await read_status(conn, agent_id)
@@ -229,7 +329,99 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     configure_logging("warning")
     settings = load_settings(args.config) if args.config else Settings()
-    print(run_demo(settings, chats=args.chats, documents=args.documents))
+    print(run_demo(settings, chats=args.chats, documents=args.documents, fresh=args.fresh))
+    return EXIT_OK
+
+
+def _embedded_data_dir(args: argparse.Namespace) -> Path | None:
+    if args.data_dir is not None:
+        return Path(args.data_dir)
+    return load_settings(args.config).agent.data_dir
+
+
+def cmd_embedded_status(args: argparse.Namespace) -> int:
+    from agent.embedded import cli_args, embedded_status
+
+    data_dir = _embedded_data_dir(args)
+    st = embedded_status(data_dir)
+    if args.json:
+        print(json.dumps(st.as_json(), indent=2))
+        return EXIT_OK
+    where = cli_args(data_dir)
+    if st.state == "absent":
+        print(f"embedded PostgreSQL: not created yet; `hypertail run` or `hypertail demo` without "
+              f"database.dsn creates it in {st.pgdata} ({st.version})")
+        return EXIT_OK
+    from tqdm import tqdm
+
+    state = f"running (pid {st.pid})" if st.state == "running" else "stopped"
+    print(f"embedded PostgreSQL: {state}")
+    print(f"  data directory: {st.pgdata} ({tqdm.format_sizeof(st.size_bytes, 'B', 1024)})")
+    print(f"  version:        {st.version} (data directory of version {st.data_version})")
+    if st.dsn is not None:
+        print(f"  dsn:            {st.dsn}")
+        print(f"  query it:       hypertail embedded psql{where}")
+        print(f"  stop it:        hypertail embedded stop{where}")
+    else:
+        print(f"  start it:       hypertail embedded start{where} (or any command that uses it)")
+    return EXIT_OK
+
+
+def _say_if_started(started: bool, pgdata: Path, data_dir: Path | None) -> None:
+    from agent.embedded import cli_args
+
+    if started:
+        print(f"hypertail: started the embedded PostgreSQL (data in {pgdata}); it keeps running: "
+              f"hypertail embedded stop{cli_args(data_dir)}", file=sys.stderr)
+
+
+def cmd_embedded_start(args: argparse.Namespace) -> int:
+    from agent.embedded import start_embedded
+
+    data_dir = _embedded_data_dir(args)
+    emb = start_embedded(data_dir)
+    _say_if_started(emb.started, emb.pgdata, data_dir)
+    if not emb.started:
+        print("hypertail: the embedded PostgreSQL was already running", file=sys.stderr)
+    print(emb.admin_dsn)
+    return EXIT_OK
+
+
+def cmd_embedded_stop(args: argparse.Namespace) -> int:
+    from agent.embedded import pgdata_dir, stop_embedded
+
+    data_dir = _embedded_data_dir(args)
+    pid = stop_embedded(data_dir)
+    if pid is None:
+        print(f"hypertail: the embedded PostgreSQL is not running (data in {pgdata_dir(data_dir)}); "
+              "nothing to stop", file=sys.stderr)
+    else:
+        print(f"stopped the embedded PostgreSQL (pid {pid}); its data stays in {pgdata_dir(data_dir)}")
+    return EXIT_OK
+
+
+def cmd_embedded_psql(args: argparse.Namespace) -> int:
+    from agent.embedded import psql_argv, start_embedded
+
+    data_dir = _embedded_data_dir(args)
+    emb = start_embedded(data_dir)
+    _say_if_started(emb.started, emb.pgdata, data_dir)
+    extra = list(args.psql_args)
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    argv = psql_argv(emb.dsn_for(args.database), *(["-c", args.command] if args.command else []), *extra)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)  # psql owns the terminal (and Ctrl-C) from here on
+
+
+def cmd_embedded_dsn(args: argparse.Namespace) -> int:
+    from agent.embedded import start_embedded
+
+    data_dir = _embedded_data_dir(args)
+    emb = start_embedded(data_dir)
+    _say_if_started(emb.started, emb.pgdata, data_dir)
+    print(emb.dsn_for(args.database))
     return EXIT_OK
 
 

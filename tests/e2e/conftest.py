@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.embedded import stop_embedded
 from tests.e2e.harness import Agent
 
 
@@ -22,3 +23,11 @@ def agent(tmp_path: Path, logs: Path, dsn: str) -> Iterator[Agent]:
     a = Agent(workdir=tmp_path, dsn=dsn, logs=logs)
     yield a
     a.stop_quietly()
+
+
+@pytest.fixture
+def embedded_dir(tmp_path: Path) -> Iterator[Path]:
+    """An ``agent.data_dir`` for the embedded PostgreSQL; its server is stopped afterwards, pass or fail."""
+    d = tmp_path / "data"
+    yield d
+    stop_embedded(d)
