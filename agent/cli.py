@@ -268,7 +268,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from agent.ops.log import configure_logging
 
     configure_logging("warning")
-    settings = load_settings(args.config) if args.config else Settings()
+    settings = load_settings(args.config)  # a bad HYPERTAIL_AGENT__* value: a config error, not a traceback
     print(run_demo(settings, chats=args.chats, documents=args.documents, fresh=args.fresh))
     return EXIT_OK
 

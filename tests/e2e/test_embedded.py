@@ -181,3 +181,10 @@ def test_psql_missing_prints_how_to_connect(embedded_dir: Path, tmp_path: Path, 
     assert main(["embedded", "psql", "--data-dir", str(embedded_dir), "-c", "select 1"]) == 1
     err = capsys.readouterr().err
     assert "psql is not installed" in err and f"host={embedded_dir / 'pgdata'}" in err
+
+
+def test_a_bad_keep_running_value_is_a_config_error(tmp_path: Path) -> None:
+    bad = ht(*DEMO, data_dir=tmp_path / "data", HYPERTAIL_AGENT__EMBEDDED_KEEP_RUNNING="sometimes")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "agent.embedded_keep_running" in bad.stderr and "HYPERTAIL_AGENT__EMBEDDED_KEEP_RUNNING" in bad.stderr
+    assert not (tmp_path / "data" / "pgdata").exists()  # nothing was started
