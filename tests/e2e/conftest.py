@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +28,14 @@ def agent(tmp_path: Path, logs: Path, dsn: str) -> Iterator[Agent]:
 
 
 @pytest.fixture
-def embedded_dir(tmp_path: Path) -> Iterator[Path]:
-    """An ``agent.data_dir`` for the embedded PostgreSQL; its server is stopped afterwards, pass or fail."""
-    d = tmp_path / "data"
-    yield d
-    stop_embedded(d)
+def embedded_dir() -> Iterator[Path]:
+    """An ``agent.data_dir`` for the embedded PostgreSQL; its server is stopped afterwards, pass or fail.
+
+    Not under tmp_path: as root the server runs as another user, which must traverse every parent
+    folder, and each new pytest session on the machine chmods /tmp/pytest-of-<user> back to 0700.
+    """
+    base = Path(tempfile.mkdtemp(prefix="hypertail-test-embedded-"))
+    base.chmod(0o755)
+    yield base / "data"
+    stop_embedded(base / "data")  # raises, leaving the folder to the server, if it cannot stop
+    shutil.rmtree(base, ignore_errors=True)

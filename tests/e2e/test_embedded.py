@@ -108,7 +108,7 @@ def test_keep_running_false_stops_only_the_server_it_started(embedded_dir: Path)
     assert demo_counts(second.stdout)["spans"][1] == 2 * demo_counts(first.stdout)["spans"][0]
 
 
-def write_run_config(tmp_path: Path, logs: Path, keep_running: bool) -> Path:
+def write_run_config(tmp_path: Path, logs: Path, keep_running: bool, data_dir: Path) -> Path:
     cfg = tmp_path / f"run-{keep_running}.toml"
     cfg.write_text(f"""
 [[sources]]
@@ -123,7 +123,7 @@ max_age_ms = 50
 
 [agent]
 id = "embedded-run"
-data_dir = "{tmp_path / 'data'}"
+data_dir = "{data_dir}"
 embedded_keep_running = {str(keep_running).lower()}
 
 [http]
@@ -143,7 +143,7 @@ def test_run_says_at_start_and_stops_when_asked_without_losing_rows(tmp_path: Pa
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "app.log").write_bytes(b"".join(span_line(s) for s in range(50)))
-    keep = ok(ht("run", "--config", str(write_run_config(tmp_path, logs, True)), "--exit-when-idle",
+    keep = ok(ht("run", "--config", str(write_run_config(tmp_path, logs, True, embedded_dir)), "--exit-when-idle",
                  "--idle-grace", "0.3", data_dir=embedded_dir))
     assert "keeps running in the background" in keep.stderr.splitlines()[0]
     assert "db.embedded" in events(keep.stdout) and "db.embedded_stopped" not in events(keep.stdout)
@@ -152,7 +152,7 @@ def test_run_says_at_start_and_stops_when_asked_without_losing_rows(tmp_path: Pa
     ok(ht("embedded", "stop", data_dir=embedded_dir))
     with (logs / "app.log").open("ab") as fh:
         fh.write(b"".join(span_line(s) for s in range(50, 80)))
-    off = ok(ht("run", "--config", str(write_run_config(tmp_path, logs, False)), "--exit-when-idle",
+    off = ok(ht("run", "--config", str(write_run_config(tmp_path, logs, False, embedded_dir)), "--exit-when-idle",
                 "--idle-grace", "0.3", data_dir=embedded_dir))
     assert "is stopped when this command ends" in off.stderr.splitlines()[0]
     assert events(off.stdout)[-1] == "db.embedded_stopped"
