@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from agent import __version__
 from agent.config import CONFIG_ENV, Settings, effective_config, load_settings, mask_dsn
+from agent.embedded_cli import add_embedded_parser
 from agent.errors import ConfigError, HypertailError
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
@@ -37,6 +39,7 @@ examples:
   hypertail migrate --config config.toml     create or upgrade the tables (idempotent)
   hypertail migrate --dsn postgresql://admin@db/app
   hypertail migrate --print-grants ingest    least-privilege GRANTs for the agent's role
+  hypertail embedded status                  the embedded PostgreSQL (no database.dsn): running?
 
 Exit codes: 0 ok, 1 failure, 2 invalid configuration or usage.
 """
@@ -88,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the agent: check (or apply) the schema, load checkpoints, tail every file "
         "matching [[sources]] paths and commit rows, dead letters and offsets together. SIGTERM or "
         "SIGINT drains and exits 0 within agent.shutdown_timeout_s; a second signal exits at once. "
-        "With no database.dsn, an embedded PostgreSQL is started (install 'hypertail[embedded]').",
+        "With no database.dsn, an embedded PostgreSQL is started (install 'hypertail[embedded]'); it "
+        "keeps running afterwards unless agent.embedded_keep_running = false (see `hypertail embedded`).",
         epilog="example:\n  hypertail run --config /etc/hypertail/config.toml\n"
         "  hypertail run --config backfill.toml --exit-when-idle   # ingest what is there, then exit",
         formatter_class=fmt,
@@ -121,13 +125,21 @@ def _parser() -> argparse.ArgumentParser:
         description="No setup needed: starts the embedded PostgreSQL (in the user's data directory, "
         "or agent.data_dir), runs a small simulated RAG application that logs only through "
         "agent.emit, ingests its log with the real agent and prints rows per table and one trace "
-        "as a span tree.",
+        "as a span tree. Each run adds to the database hypertail_demo; the server keeps running "
+        "afterwards, so you can query it (the last line says how).",
+        epilog="examples:\n  hypertail demo\n  hypertail embedded psql -d hypertail_demo -c 'select count(*) "
+        "from observability.spans'\n  HYPERTAIL_AGENT__EMBEDDED_KEEP_RUNNING=false hypertail demo --fresh"
+        "   # start over, stop the server at the end",
         formatter_class=fmt,
     )
-    dm.add_argument("--config", type=Path, metavar="PATH", help="optional: only agent.data_dir is used")
+    dm.add_argument("--config", type=Path, metavar="PATH",
+                    help="optional: only agent.data_dir and agent.embedded_keep_running are used")
     dm.add_argument("--chats", type=int, default=30, help="chat requests to simulate (default: 30)")
     dm.add_argument("--documents", type=int, default=12, help="documents to process (default: 12)")
+    dm.add_argument("--fresh", action="store_true",
+                    help="drop the data of earlier demo runs first (by default each run adds to it)")
     dm.set_defaults(func=cmd_demo)
+    add_embedded_parser(sub)
     return p
 
 
@@ -154,8 +166,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print(grants_for(args.print_grants), end="")
         return EXIT_OK
     settings = _settings_for_migrate(args)
-    dsn = settings.database.dsn or _embedded_dsn(settings)
-    result = asyncio.run(migrate(settings.database, dsn, settings.schema_))
+    with _database(settings) as dsn:
+        result = asyncio.run(migrate(settings.database, dsn, settings.schema_))
     mode = result.mode
     if mode.fallback:
         print(f"hypertail: warning: TimescaleDB not used: {mode.fallback}", file=sys.stderr)
@@ -165,24 +177,51 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _embedded_dsn(settings: Settings) -> str:
-    from agent.embedded import start_embedded
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[str]:
+    """database.dsn, else the embedded server for this command (stopped after it if so configured)."""
+    if settings.database.dsn is not None:
+        yield settings.database.dsn
+        return
+    from agent.embedded import embedded_session
 
-    return start_embedded(settings.agent.data_dir)
+    agent = settings.agent
+    with embedded_session(agent.data_dir, keep_running=agent.embedded_keep_running) as emb:
+        yield emb.admin_dsn
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.ops.log import configure_logging, get_logger
-    from agent.runner import Runner
+    from agent.ops.log import configure_logging
 
     settings = load_settings(args.config)
     if not settings.sources:
         raise ConfigError("no [[sources]] configured: nothing to tail", key="sources")
     configure_logging()
-    dsn = settings.database.dsn
-    if dsn is None:
-        dsn = _embedded_dsn(settings)
-        get_logger().info("db.embedded", dsn=mask_dsn(dsn))
+    if settings.database.dsn is not None:
+        return _run_agent(args, settings, settings.database.dsn)
+    return _run_embedded(args, settings)
+
+
+def _run_embedded(args: argparse.Namespace, settings: Settings) -> int:
+    """The agent on the embedded server; say so on stderr (stdout is the JSON log) at start."""
+    from agent.embedded import notice, release, start_embedded
+    from agent.ops.log import get_logger
+
+    agent = settings.agent
+    emb = start_embedded(agent.data_dir)
+    log = get_logger()
+    log.info("db.embedded", dsn=mask_dsn(emb.admin_dsn), data_dir=str(emb.pgdata), started=emb.started,
+             keep_running=agent.embedded_keep_running)
+    print("hypertail: " + notice(emb, agent.data_dir, keep_running=agent.embedded_keep_running), file=sys.stderr)
+    try:
+        return _run_agent(args, settings, emb.admin_dsn)
+    finally:
+        if release(emb, agent.data_dir, keep_running=agent.embedded_keep_running):
+            log.info("db.embedded_stopped", data_dir=str(emb.pgdata))
+
+
+def _run_agent(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
+    from agent.runner import Runner
 
     async def _main() -> int:
         runner = Runner(settings, dsn, exit_when_idle=args.exit_when_idle, idle_grace_s=args.idle_grace)
@@ -198,8 +237,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     agent_id = None if args.all_agents else settings.agent.id
-    dsn = settings.database.dsn or _embedded_dsn(settings)
-    report = asyncio.run(status_report(settings.database, dsn, agent_id))
+    with _database(settings) as dsn:
+        report = asyncio.run(status_report(settings.database, dsn, agent_id))
     status = build_status(agent_id, report)
     print(json.dumps(status, indent=2) if args.json else render_table(status))
     return EXIT_OK
@@ -210,8 +249,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from agent.ops.log import configure_logging
 
     configure_logging("warning")
-    settings = load_settings(args.config) if args.config else Settings()
-    print(run_demo(settings, chats=args.chats, documents=args.documents))
+    settings = load_settings(args.config)  # a bad HYPERTAIL_AGENT__* value: a config error, not a traceback
+    print(run_demo(settings, chats=args.chats, documents=args.documents, fresh=args.fresh))
     return EXIT_OK
 
 

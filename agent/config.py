@@ -107,6 +107,8 @@ class AgentSettings(_Section):
     id: str = Field(default_factory=socket.gethostname, min_length=1)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     data_dir: Path | None = None
+    # The embedded PostgreSQL (no database.dsn) outlives the command unless this is false.
+    embedded_keep_running: bool = True
 
 
 class HttpSettings(_Section):

@@ -1,9 +1,11 @@
 """``hypertail demo``: see the whole pipe work in one command, with nothing set up.
 
-It starts the embedded PostgreSQL, creates a private ``hypertail_demo`` database, runs a small
+It starts the embedded PostgreSQL, creates a private ``hypertail_demo`` database (once: later
+runs add to it, so what a user queried stays there; ``--fresh`` starts over), runs a small
 simulated RAG application (:mod:`agent.demo_app`, a separate process that logs only through
 ``agent.emit``), ingests what it wrote with the real agent, and prints what landed: rows per
-table and one trace drawn as a span tree.
+table and one trace drawn as a span tree, then one line saying that the server keeps running
+and how to query and stop it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+import asyncpg
 from tqdm import tqdm
 
 from agent.config import Settings
-from agent.embedded import start_embedded
+from agent.embedded import embedded_session, notice
 from agent.ops.rollup import run_rollup
 from agent.runner import Runner
 from agent.sink.connect import connect
@@ -63,7 +66,31 @@ async def _ingest(settings: Settings, total: int, stream: TextIO) -> None:
     await task
 
 
-async def _summarise(settings: Settings) -> str:
+async def _prepare_database(admin_dsn: str, fresh: bool) -> None:
+    """Create the demo database unless it exists: earlier runs' rows are the user's to keep."""
+    if fresh:
+        await recreate_database(admin_dsn, DEMO_DB)
+        return
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        if not await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", DEMO_DB):
+            await conn.execute(f'CREATE DATABASE "{DEMO_DB}"')
+    finally:
+        await conn.close()
+
+
+async def _counts(dsn: str) -> dict[str, int]:
+    """Rows per table so far (all zero before the first run has created the tables)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        if await conn.fetchval("SELECT to_regclass('observability.spans')") is None:
+            return {}
+        return await table_counts(conn)
+    finally:
+        await conn.close()
+
+
+async def _summarise(settings: Settings, before: dict[str, int]) -> str:
     conn = await connect(settings.database, settings.database.dsn or "")
     try:
         # Close the current buckets early so the demo's fresh spans show up in the rollup.
@@ -74,12 +101,16 @@ async def _summarise(settings: Settings) -> str:
         trace, spans = await richest_trace(conn)
     finally:
         await conn.close()
-    return render_counts(counts) + "\n\n" + render_tree(trace, spans)
+    return render_counts(counts, before) + "\n\n" + render_tree(trace, spans)
 
 
-def render_counts(counts: dict[str, int]) -> str:
-    width = max(map(len, counts))
-    return "rows per table:\n" + "\n".join(f"  observability.{t.ljust(width)}  {n:>6}" for t, n in counts.items())
+def render_counts(counts: dict[str, int], before: dict[str, int] | None = None) -> str:
+    """Rows per table: added by this run, and in total (earlier demo runs included)."""
+    before = before or {}
+    width = max(map(len, counts)) + len("observability.")
+    head = f"rows per table in {DEMO_DB}:".ljust(width + 2) + "  this run     total"
+    rows = [f"  {'observability.' + t:<{width}}  {n - before.get(t, 0):>8}  {n:>8}" for t, n in counts.items()]
+    return "\n".join([head, *rows])
 
 
 def render_tree(trace: Any, spans: list[Any]) -> str:
@@ -110,15 +141,20 @@ def render_tree(trace: Any, spans: list[Any]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(base: Settings, *, chats: int = 30, documents: int = 12, stream: TextIO = sys.stderr) -> str:
-    """The whole demo; returns the summary text (the CLI prints it)."""
-    admin = start_embedded(base.agent.data_dir)
-    asyncio.run(recreate_database(admin, DEMO_DB))
-    dsn = admin.replace("/postgres?", f"/{DEMO_DB}?", 1)
-    with tempfile.TemporaryDirectory(prefix="hypertail-demo-") as tmp:
-        logs = Path(tmp)
-        print(f"simulated app writing to {logs / 'app.log'} ...", file=stream)
-        total = run_app(logs, chats, documents)
-        settings = _demo_settings(base, dsn, logs)
-        asyncio.run(_ingest(settings, total, stream))
-        return asyncio.run(_summarise(settings))
+def run_demo(base: Settings, *, chats: int = 30, documents: int = 12, fresh: bool = False,
+             stream: TextIO = sys.stderr) -> str:
+    """The whole demo; returns the summary text ending with the server's notice (the CLI prints it)."""
+    agent = base.agent
+    with embedded_session(agent.data_dir, keep_running=agent.embedded_keep_running) as emb:
+        asyncio.run(_prepare_database(emb.admin_dsn, fresh))
+        dsn = emb.dsn_for(DEMO_DB)
+        before = asyncio.run(_counts(dsn))
+        with tempfile.TemporaryDirectory(prefix="hypertail-demo-") as tmp:
+            logs = Path(tmp)
+            print(f"simulated app writing to {logs / 'app.log'} ...", file=stream)
+            total = run_app(logs, chats, documents)
+            settings = _demo_settings(base, dsn, logs)
+            asyncio.run(_ingest(settings, total, stream))
+            summary = asyncio.run(_summarise(settings, before))
+    line = notice(emb, agent.data_dir, keep_running=agent.embedded_keep_running, database=DEMO_DB, ended=True)
+    return f"{summary}\n\n{line}"

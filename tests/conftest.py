@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import signal
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import psutil
 import pytest
 from hypothesis import settings
 
@@ -104,3 +108,93 @@ async def _connection(dsn: str) -> AsyncIterator[asyncpg.Connection]:
 # Two independent connections to the same database; the second serves concurrency and locking tests.
 conn = pytest.fixture(_connection, name="conn")
 conn2 = pytest.fixture(_connection, name="conn2")
+
+
+# --- Leftover processes ---------------------------------------------------------------------
+# Every server, agent or writer process a test starts must be stopped by that test, also on
+# failure: one leaked `postgres -D .../pytest-of-root/...` per run piles up on a developer's
+# machine. The suite marks its environment at start; whatever it spawns inherits the mark (pg_ctl
+# daemonises postgres away from the process tree, but its environment keeps the mark). At the
+# end, a postgres, pgbouncer or hypertail process that carries the mark, descends from this
+# process or names this session's temp folder fails the run, and is then stopped. A server
+# started outside the suite (HYPERTAIL_TEST_DSN, e.g. TimescaleDB on port 55440) has none of these.
+SESSION_MARK = "HYPERTAIL_TEST_SESSION"
+
+
+_SESSION_TEMP: list[str] = []  # this session's pytest temp folder, once a test has used one
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    os.environ[SESSION_MARK] = f"{os.getpid()}-{os.urandom(6).hex()}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_temp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    _SESSION_TEMP.append(str(tmp_path_factory.getbasetemp()))
+
+
+def _is_watched_kind(proc: psutil.Process) -> bool:
+    name, cmdline = proc.info["name"] or "", proc.info["cmdline"] or []
+    if name.startswith(("postgres", "pgbouncer")) or "hypertail" in name:
+        return True
+    return any(arg in ("agent.cli", "agent.demo_app") or arg.endswith("/hypertail") for arg in cmdline[:3])
+
+
+def _started_by_suite(proc: psutil.Process, mark: str, roots: list[str], ours: set[int]) -> bool:
+    if proc.pid in ours:
+        return True
+    if any(root in arg for arg in proc.info["cmdline"] or [] for root in roots):
+        return True
+    try:
+        return proc.environ().get(SESSION_MARK) == mark
+    except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+
+
+def leftover_processes(roots: list[str]) -> list[psutil.Process]:
+    """Live postgres/pgbouncer/hypertail processes this session started (outermost ones only)."""
+    mark = os.environ.get(SESSION_MARK, "")
+    me = psutil.Process()
+    ours = {p.pid for p in me.children(recursive=True)}
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["name", "cmdline", "status"]):
+        if proc.pid == me.pid or proc.info["status"] == psutil.STATUS_ZOMBIE or not _is_watched_kind(proc):
+            continue
+        if _started_by_suite(proc, mark, roots, ours):
+            found[proc.pid] = proc
+    return [p for p in found.values() if _safe_ppid(p) not in found]
+
+
+def _safe_ppid(proc: psutil.Process) -> int | None:
+    try:
+        return proc.ppid()
+    except psutil.Error:
+        return None
+
+
+def _stop(procs: list[psutil.Process]) -> None:
+    """SIGINT asks a postmaster for a fast shutdown; anything still alive after 10 s is killed."""
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.send_signal(signal.SIGINT if (p.info["name"] or "").startswith("postgres") else signal.SIGTERM)
+    _gone, alive = psutil.wait_procs(procs, timeout=10)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+
+
+@pytest.hookimpl(trylast=True)  # after the session fixtures (the test server) are torn down
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    left = leftover_processes(_SESSION_TEMP)
+    if not left:
+        return
+    lines = [f"  pid {p.pid}: {' '.join(p.info['cmdline'] or [p.info['name'] or '?'])[:300]}" for p in left]
+    report = "\n".join(["processes started by the test suite are still running (now stopped):", *lines])
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("=", "leftover processes", red=True)
+        reporter.write_line(report)
+    else:
+        print(report, file=sys.stderr)
+    _stop(left)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

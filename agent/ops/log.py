@@ -23,7 +23,8 @@ EVENTS = {
     "agent.crashed": "a pipeline task failed on a bug; the agent stops with exit 1 (nothing committed is lost)",
     "agent.idle_exit": "--exit-when-idle: everything committed and quiet for the grace period",
     "db.mode": "storage mode: TimescaleDB <version> or plain PostgreSQL",
-    "db.embedded": "no database.dsn: the embedded PostgreSQL is used (its DSN)",
+    "db.embedded": "no database.dsn: the embedded PostgreSQL is used (its DSN, data_dir, keep_running)",
+    "db.embedded_stopped": "agent.embedded_keep_running = false: the agent stopped the embedded server it started",
     "db.retry": "a batch or connection failed transiently; retrying after a backoff",
     "db.stalled": "an error retrying cannot fix (privileges, a missing object, DDL the server refuses): "
     "ingestion waits for a human; logged once per reason, retried on the backoff schedule",

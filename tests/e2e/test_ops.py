@@ -209,12 +209,12 @@ def test_logged_event_names_are_catalogued(tmp_path: Path) -> None:
     assert all(f"`{name}`" in docs for name in EVENTS)
 
 
-def test_demo_runs_on_a_fresh_machine(tmp_path: Path) -> None:
-    env = {**os.environ, "HYPERTAIL_AGENT__DATA_DIR": str(tmp_path / "data")}
+def test_demo_runs_on_a_fresh_machine(embedded_dir: Path) -> None:
+    env = {**os.environ, "HYPERTAIL_AGENT__DATA_DIR": str(embedded_dir)}
     out = subprocess.run([sys.executable, "-m", "agent.cli", "demo", "--chats", "9", "--documents", "8"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    counts = dict(re.findall(r"observability\.(\w+)\s+(\d+)", out.stdout))
+    counts = dict(re.findall(r"observability\.(\w+)\s+(\d+)\s+\d+", out.stdout))
     assert set(counts) == {"traces", "spans", "chat_messages", "document_events", "metrics_aggregates",
                            "provider_sync_status"}
     assert all(int(n) > 0 for n in counts.values()), counts
