@@ -149,10 +149,17 @@ class LocalCluster:
         return cmd
 
     def pg_ctl(self, *args: str) -> None:
-        subprocess.run(self._command(*args), check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(self._command(*args), check=True, stdout=subprocess.DEVNULL, env=self._env())
 
     def running(self) -> bool:
-        return subprocess.run(self._command("status"), stdout=subprocess.DEVNULL).returncode == 0
+        return subprocess.run(self._command("status"), stdout=subprocess.DEVNULL, env=self._env()).returncode == 0
+
+    @staticmethod
+    def _env() -> dict[str, str]:
+        """The environment without the suite's session mark: this server was handed to the suite
+        (HYPERTAIL_TEST_DSN) and outlives it, so a restart must not make it a leftover of the
+        session (see tests/conftest.py)."""
+        return {k: v for k, v in os.environ.items() if k != "HYPERTAIL_TEST_SESSION"}
 
 
 def start_test_server() -> DbServer:
