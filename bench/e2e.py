@@ -2,16 +2,19 @@
 
     python bench/e2e.py [--dsn DSN] [--lines 200000] [--backlog-mb 1024] [--rate 2000 --seconds 20]
 
-1. Throughput: ``hypertail run --exit-when-idle`` on a file of N span lines, into the real spans
-   table with its indexes, against (a) a raw asyncpg binary COPY of the same rows already parsed
-   in memory (same batch size, one transaction per batch) and (b) one INSERT per event, each in
-   its own transaction (the seeds' in-process pattern; timed on a sample and scaled).
-   The agent's figure excludes its fixed start/stop cost, measured with an empty file.
+1. Throughput: ``hypertail run --exit-when-idle`` on the mixed file of issue 11 (``tests/mixed.py``:
+   N lines of every kind and shape, mostly spans; two files, the second with another
+   discriminator key, as two sources) into the real tables with their indexes, against the plain
+   loop a user could write: ``orjson.loads`` each line, a tuple per row, asyncpg binary COPY
+   (``copy_records_to_table``) of 5,000 lines per transaction, one connection, same database and
+   tables. The plain loop skips what it cannot COPY (app logs; trace start records, which need a
+   merge with their end), so it does less work than the agent. The agent's figure excludes its
+   fixed start/stop cost, measured with an empty file.
 2. Latency: a writer appends lines at a steady rate while the agent runs; a BEFORE INSERT trigger
    stamps each row with the database clock, so latency = insert time - write time (the commit
    follows within the same transaction, a few ms later at most).
 3. CPU microseconds per line: the agent process's user+system time (from wait4), minus the
-   empty-file run, divided by N.
+   empty-file run, divided by N; the plain loop's own process CPU time, divided by N.
 4. Peak RSS of the agent process (sampled every 50 ms) while a backlog of --backlog-mb drains.
 
 Prints figures; asserts nothing.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import subprocess
@@ -29,6 +33,9 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
+from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +48,14 @@ sys.path.insert(0, str(ROOT))
 
 from agent import contract  # noqa: E402
 from agent.config import SchemaSettings  # noqa: E402
-from agent.model import Row  # noqa: E402
-from agent.parse import parse  # noqa: E402
 from agent.sink.schema import apply_schema  # noqa: E402
 from agent.sink.status import recreate_database  # noqa: E402
+from tests.mixed import CUSTOM_KEY, mixed, write_mixed  # noqa: E402
 from tests.pgserver import replace_database, start_test_server  # noqa: E402
 
 BATCH = 5000
+AGENT_ROOT = ROOT  # --agent-root: run another checkout's agent (a before/after comparison)
+DB_PREFIX = "bench"  # --db-prefix: databases are dropped and made again, so keep them apart
 
 
 def span_line(seq: int, t_write: float | None = None) -> bytes:
@@ -85,6 +93,11 @@ def write_file(path: Path, n: int) -> int:
     return path.stat().st_size
 
 
+def write_mixed_files(logs: Path, n: int) -> int:
+    """The mixed file as ``app.log`` (default discriminator) and ``other.log`` (custom key)."""
+    return sum(write_mixed(n, logs / "app.log", logs / "other.log"))
+
+
 def config(tmp: Path, dsn: str, logs: Path, **extra: str) -> Path:
     p = tmp / f"bench-{len(list(tmp.glob('bench-*.toml')))}.toml"
     p.write_text(f"""
@@ -93,6 +106,11 @@ dsn = "{dsn}"
 [[sources]]
 name = "bench"
 paths = ["{logs}/*.log"]
+exclude = ["{logs}/other.log"]
+[[sources]]
+name = "other"
+paths = ["{logs}/other.log"]
+record_type_key = "{CUSTOM_KEY}"
 [tail]
 rescan_interval_ms = 200
 [http]
@@ -115,7 +133,7 @@ def run_agent(cfg: Path, *args: str) -> dict[str, float]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "run", "--config", str(cfg), "--exit-when-idle",
          "--idle-grace", "0.2", *args],
-        stdout=subprocess.DEVNULL, cwd=ROOT,
+        stdout=subprocess.DEVNULL, cwd=AGENT_ROOT,
     )
     peak = [0]
 
@@ -137,67 +155,114 @@ def run_agent(cfg: Path, *args: str) -> dict[str, float]:
     return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "peak_rss": float(peak[0])}
 
 
-async def count(dsn: str) -> int:
+async def count(dsn: str, table: str = "spans") -> int:
     conn = await asyncpg.connect(dsn)
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM observability.spans"))
+        return int(await conn.fetchval(f"SELECT count(*) FROM observability.{table}"))
     finally:
         await conn.close()
 
 
-async def baseline_copy(dsn: str, lines: list[bytes]) -> float:
-    rows = [r.values for r in (parse(ln.rstrip(b"\n")) for ln in lines) if isinstance(r, Row)]
+async def count_all(dsn: str) -> int:
+    return sum([await count(dsn, t) for t in contract.COLUMNS])
+
+
+# --- the plain loop ---------------------------------------------------------------------------
+
+_TIMED = {"traces", "spans"}
+
+
+def _plain_converters(table: str) -> list[tuple[str, Any]]:
+    """Per column: the conversion asyncpg's binary COPY needs, as a user would write it."""
+    kind = contract.KIND_OF_TABLE[table]
+    types = {f.name: f.type for f in contract.FIELDS[kind]}
+    conv = {contract.TIME_T: datetime.fromisoformat, contract.UUID_T: uuid.UUID,
+            contract.NUMERIC_T: lambda v: Decimal(str(v)), contract.JSONB_T: lambda v: orjson.dumps(v).decode()}
+    return [(col, conv.get(types.get(col, ""))) for col in contract.COLUMNS[table]]
+
+
+_PLAIN = {t: _plain_converters(t) for t in contract.COLUMNS}
+_BOOKKEEPING = {"started_at", "level", "logger", "event", "metadata", "record_type", CUSTOM_KEY}
+_KNOWN = {t: set(contract.COLUMNS[t]) | _BOOKKEEPING for t in contract.COLUMNS}
+
+
+def plain_row(d: dict[str, Any], table: str) -> tuple[Any, ...]:
+    """orjson's dict -> the row tuple: defaults, the start time, unknown keys into metadata."""
+    out: list[Any] = []
+    for col, conv in _PLAIN[table]:
+        if col == "timestamp":
+            if table in _TIMED and d.get("started_at"):
+                v: Any = datetime.fromisoformat(d["started_at"])
+            else:
+                v = datetime.fromisoformat(d["timestamp"]) - timedelta(milliseconds=d.get("duration_ms") or 0)
+        elif col == "metadata":
+            meta = {k: x for k, x in d.items() if k not in _KNOWN[table]}
+            meta.update(d.get("metadata") or {})
+            v = orjson.dumps(meta).decode()
+        else:
+            v = d.get(col)
+            if v is not None and conv is not None:
+                v = conv(v)
+        out.append(v)
+    if table == "spans":
+        out[5] = out[5] or "custom"
+        out[6] = out[6] or "completed"
+    return tuple(out)
+
+
+async def plain_loop(dsn: str, files: list[tuple[Path, str]]) -> dict[str, float]:
+    """The baseline: loads, tuple, binary COPY per 5,000 lines in a transaction, one connection."""
     conn = await asyncpg.connect(dsn)
+    cpu0, t0, rows = time.process_time(), time.perf_counter(), 0
     try:
-        t0 = time.perf_counter()
-        for i in range(0, len(rows), BATCH):
-            async with conn.transaction():
-                await conn.copy_records_to_table("spans", schema_name="observability",
-                                                 columns=contract.COLUMNS["spans"], records=rows[i : i + BATCH])
-        return time.perf_counter() - t0
+        for path, key in files:
+            with path.open("rb") as fh:
+                while chunk := list(itertools.islice(fh, BATCH)):
+                    tables: dict[str, list[tuple[Any, ...]]] = {}
+                    for raw in chunk:
+                        d = orjson.loads(raw)
+                        kind = d.get(key)
+                        if kind is None or (kind == "trace" and d.get("status") is None):
+                            continue  # an app log; a trace start (its end carries the row)
+                        table = contract.TABLE_OF_KIND[kind]
+                        tables.setdefault(table, []).append(plain_row(d, table))
+                    async with conn.transaction():
+                        for table, records in tables.items():
+                            await conn.copy_records_to_table(table, schema_name="observability", records=records,
+                                                             columns=contract.COLUMNS[table])
+                            rows += len(records)
+        return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - cpu0, "rows": rows}
     finally:
         await conn.close()
 
 
-async def baseline_insert(dsn: str, lines: list[bytes]) -> float:
-    rows = [r.values for r in (parse(ln.rstrip(b"\n")) for ln in lines) if isinstance(r, Row)]
-    cols = contract.COLUMNS["spans"]
-    sql = (f"INSERT INTO observability.spans ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in cols)}) "
-           f"VALUES ({', '.join(f'${i + 1}' for i in range(len(cols)))})")
-    conn = await asyncpg.connect(dsn)
-    try:
-        stmt = await conn.prepare(sql)
-        t0 = time.perf_counter()
-        for row in rows:
-            async with conn.transaction():
-                await stmt.fetch(*row)
-        return time.perf_counter() - t0
-    finally:
-        await conn.close()
+def expected_rows(n: int) -> int:
+    """Rows the mixed file gives: every record, a trace's start and end being one row."""
+    return sum(1 for line in mixed(n) if line.table is not None and line.expected.get("status") != "in_progress")
 
 
 def throughput(admin: str, tmp: Path, n: int) -> dict[str, Any]:
     logs = tmp / "tp"
     logs.mkdir()
-    dsn = asyncio.run(fresh_db(admin, "bench_empty"))
+    dsn = asyncio.run(fresh_db(admin, DB_PREFIX + "_empty"))
     empty = run_agent(config(tmp, dsn, logs))
-    size = write_file(logs / "app.log", n)
-    dsn = asyncio.run(fresh_db(admin, "bench_agent"))
+    size = write_mixed_files(logs, n)
+    dsn = asyncio.run(fresh_db(admin, DB_PREFIX + "_agent"))
     agent = run_agent(config(tmp, dsn, logs))
-    assert asyncio.run(count(dsn)) == n, "the agent did not ingest every line"
-    lines = (logs / "app.log").read_bytes().splitlines(keepends=True)
-    copy_s = asyncio.run(baseline_copy(asyncio.run(fresh_db(admin, "bench_copy")), lines))
-    sample = lines[:5000]
-    insert_s = asyncio.run(baseline_insert(asyncio.run(fresh_db(admin, "bench_insert")), sample))
+    got, want = asyncio.run(count_all(dsn)), expected_rows(n)
+    assert got == want, f"the agent wrote {got} rows, expected {want}"
+    files = [(logs / "app.log", "record_type"), (logs / "other.log", CUSTOM_KEY)]
+    plain = asyncio.run(plain_loop(asyncio.run(fresh_db(admin, DB_PREFIX + "_plain")), files))
     agent_s = agent["wall"] - empty["wall"]
     return {
-        "lines": n, "file_mb": round(size / 2**20, 1),
+        "lines": n, "file_mb": round(size / 2**20, 1), "rows": got, "plain_loop_rows": int(plain["rows"]),
         "agent_lines_per_s": round(n / agent_s), "agent_wall_s": round(agent["wall"], 2),
         "agent_fixed_cost_s": round(empty["wall"], 2),
-        "raw_copy_lines_per_s": round(n / copy_s), "insert_per_event_lines_per_s": round(len(sample) / insert_s),
-        "ratio_vs_raw_copy": round((n / agent_s) / (n / copy_s), 2),
-        "ratio_vs_insert_per_event": round((n / agent_s) / (len(sample) / insert_s), 1),
+        "plain_loop_lines_per_s": round(n / plain["wall"]),
+        "ratio_vs_plain_loop": round(plain["wall"] / agent_s, 2),
         "agent_cpu_us_per_line": round((agent["cpu"] - empty["cpu"]) / n * 1e6, 2),
+        "plain_loop_cpu_us_per_line": round(plain["cpu"] / n * 1e6, 2),
+        "agent_peak_rss_mb": round(agent["peak_rss"] / 2**20, 1),
     }
 
 
@@ -225,7 +290,7 @@ async def latencies(dsn: str) -> list[float]:
 def latency(admin: str, tmp: Path, rate: int, seconds: float) -> dict[str, Any]:
     logs = tmp / "lat"
     logs.mkdir()
-    dsn = asyncio.run(fresh_db(admin, "bench_latency"))
+    dsn = asyncio.run(fresh_db(admin, DB_PREFIX + "_latency"))
 
     async def trigger() -> None:
         c = await asyncpg.connect(dsn)
@@ -236,7 +301,7 @@ def latency(admin: str, tmp: Path, rate: int, seconds: float) -> dict[str, Any]:
     n = int(rate * seconds)
     cfg = config(tmp, dsn, logs)
     proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(cfg)],
-                            stdout=subprocess.DEVNULL, cwd=ROOT)
+                            stdout=subprocess.DEVNULL, cwd=AGENT_ROOT)
     time.sleep(2.0)  # let it start and reach its steady state
 
     def writer() -> None:
@@ -271,7 +336,7 @@ def backlog(admin: str, tmp: Path, mb: int) -> dict[str, Any]:
     per_line = len(span_line(123456))
     n = mb * 2**20 // per_line
     size = write_file(logs / "app.log", n)
-    dsn = asyncio.run(fresh_db(admin, "bench_backlog"))
+    dsn = asyncio.run(fresh_db(admin, DB_PREFIX + "_backlog"))
     res = run_agent(config(tmp, dsn, logs))
     return {"backlog_mb": round(size / 2**20), "lines": n, "drain_s": round(res["wall"], 1),
             "lines_per_s": round(n / res["wall"]), "peak_rss_mb": round(res["peak_rss"] / 2**20, 1)}
@@ -284,7 +349,13 @@ def main() -> None:
     p.add_argument("--rate", type=int, default=2000)
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--backlog-mb", type=int, default=1024, help="0 skips the backlog run")
+    p.add_argument("--db-prefix", default="bench", help="names of the databases made (and dropped)")
+    p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--agent-root", help="run the agent of this checkout instead (the rest stays this one's)")
     a = p.parse_args()
+    global DB_PREFIX, AGENT_ROOT
+    DB_PREFIX = a.db_prefix
+    AGENT_ROOT = Path(a.agent_root) if a.agent_root else ROOT
     server = None
     admin = a.dsn
     if admin is None:
@@ -294,8 +365,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="hypertail-bench-") as tmp:
             out = {"throughput": throughput(admin, Path(tmp), a.lines)}
             print(json.dumps(out, indent=2), flush=True)
-            out["latency"] = latency(admin, Path(tmp), a.rate, a.seconds)
-            print(json.dumps(out["latency"], indent=2), flush=True)
+            if not a.skip_latency:
+                out["latency"] = latency(admin, Path(tmp), a.rate, a.seconds)
+                print(json.dumps(out["latency"], indent=2), flush=True)
             if a.backlog_mb:
                 out["backlog"] = backlog(admin, Path(tmp), a.backlog_mb)
                 print(json.dumps(out["backlog"], indent=2), flush=True)

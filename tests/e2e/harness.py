@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import os
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -153,6 +155,23 @@ def wait_until(pred: Any, timeout: float = 60, interval: float = 0.05, what: str
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def fetchval_sync(dsn: str, query: str, *args: Any) -> Any:
+    """One value from ``dsn``, from synchronous code inside a running test coroutine: the tests
+    run on an event loop already, so a short-lived loop in a thread asks the database."""
+    async def q() -> Any:
+        c = await asyncpg.connect(dsn)
+        try:
+            return await c.fetchval(query, *args)
+        finally:
+            await c.close()
+
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(asyncio.run(q())))
+    t.start()
+    t.join()
+    return out[0]
 
 
 async def seqs(conn: asyncpg.Connection) -> Counter[int]:

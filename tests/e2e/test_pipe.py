@@ -7,7 +7,6 @@ of the complete lines.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import threading
@@ -19,7 +18,16 @@ import asyncpg
 import psutil
 import pytest
 
-from tests.e2e.harness import Agent, assert_exact, checkpoints, dead_letters, seqs, span_line, wait_until
+from tests.e2e.harness import (
+    Agent,
+    assert_exact,
+    checkpoints,
+    dead_letters,
+    fetchval_sync,
+    seqs,
+    span_line,
+    wait_until,
+)
 from tests.pgserver import DbServer
 
 
@@ -36,19 +44,7 @@ def write_lines(path: Path, seqs_: range, *, partial: bytes = b"") -> None:
 
 
 def count_sync(dsn: str) -> int:
-    async def q() -> int:
-        c = await asyncpg.connect(dsn)
-        try:
-            return int(await c.fetchval("SELECT count(*) FROM observability.spans"))
-        finally:
-            await c.close()
-
-    # The tests are coroutines on a running loop; a short-lived loop in a thread polls the count.
-    out: list[int] = []
-    t = threading.Thread(target=lambda: out.append(asyncio.run(q())))
-    t.start()
-    t.join()
-    return out[0]
+    return int(fetchval_sync(dsn, "SELECT count(*) FROM observability.spans"))
 
 
 async def test_backfill_exact_and_exit_when_idle(agent: Agent, logs: Path, db: asyncpg.Connection) -> None:

@@ -25,7 +25,7 @@ import orjson
 import pytest
 
 from tests import pgbouncer
-from tests.e2e.harness import Agent, seqs, span_line, wait_until
+from tests.e2e.harness import Agent, fetchval_sync, seqs, span_line, wait_until
 from tests.pgserver import DbServer
 
 AGENTS = 8
@@ -76,18 +76,7 @@ def write_live(path: Path, agent: int, stop_at: int, pause: float) -> threading.
 
 
 def server_connections(admin_dsn: str, database: str) -> int:
-    async def q() -> int:
-        c = await asyncpg.connect(admin_dsn)
-        try:
-            return int(await c.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database))
-        finally:
-            await c.close()
-
-    out: list[int] = []
-    t = threading.Thread(target=lambda: out.append(asyncio.run(q())))
-    t.start()
-    t.join()
-    return out[0]
+    return int(fetchval_sync(admin_dsn, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database))
 
 
 async def test_eight_agents_through_pgbouncer_exact_and_quiet(

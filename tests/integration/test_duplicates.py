@@ -9,25 +9,11 @@ dead-letters a line whose own insert, tried alone, the server refused.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 
 from agent.sink.writer import Writer
-from tests.factories import FileWriter, file_ref, span_row, spans
-
-
-def fake_hash(file: object, offset: int) -> str:
-    return f"h{offset}"
-
-
-@pytest.fixture
-async def writer(dsn: str) -> AsyncIterator[Writer]:
-    conn = await asyncpg.connect(dsn)
-    w = Writer(conn, "agent-a", fake_hash)
-    yield w
-    await conn.close()
+from tests.factories import FileWriter, fake_hash, file_ref, span_row, spans
 
 
 async def counts(conn: asyncpg.Connection) -> tuple[list[int], int]:

@@ -27,9 +27,6 @@ OLD = NOW - dt.timedelta(days=30)  # past the default 7-day compress_after, insi
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
-def fake_hash(file: object, offset: int) -> str:
-    return f"h{offset}"
-
 
 @pytest.fixture
 async def ts(dsn: str) -> AsyncIterator[asyncpg.Connection]:
@@ -40,12 +37,6 @@ async def ts(dsn: str) -> AsyncIterator[asyncpg.Connection]:
     yield conn
     await conn.close()
 
-
-@pytest.fixture
-async def writer(dsn: str, ts: asyncpg.Connection) -> AsyncIterator[Writer]:
-    conn = await asyncpg.connect(dsn)
-    yield Writer(conn, "agent-ts", fake_hash)
-    await conn.close()
 
 
 async def compress_all(conn: asyncpg.Connection, table: str) -> int:

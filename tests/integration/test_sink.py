@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -14,21 +13,11 @@ from agent.config import Settings
 from agent.model import DeadLetter
 from agent.sink.sink import Sink
 from agent.sink.writer import Writer
-from tests.factories import FileWriter, file_ref, span_row, spans, trace_row
+from tests.factories import FileWriter, fake_hash, file_ref, span_row, spans, trace_row
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
-def fake_hash(file: object, offset: int) -> str:
-    return f"h{offset}"
-
-
-@pytest.fixture
-async def writer(dsn: str) -> AsyncIterator[Writer]:
-    conn = await asyncpg.connect(dsn)
-    w = Writer(conn, "agent-test", fake_hash)
-    yield w
-    await conn.close()
 
 
 async def span_seqs(conn: asyncpg.Connection) -> list[int]:

@@ -410,6 +410,45 @@ def test_parse_never_raises_on_wild_records(record: dict[str, Any], how: str, po
         assert not result.reason.startswith("internal"), result.reason
 
 
+def _droppable(case: Case) -> list[str]:
+    """Keys whose absence leaves the expected row as it is: bookkeeping, and optional fields
+    holding what absence gives anyway (a span's default status and type, a trace's derived status)."""
+    out = ["level", "logger"] + ([c.EVENT] if case.record.get(c.EVENT) == case.kind else [])
+    if case.kind in (c.TRACE, c.SPAN) and c.STARTED_AT in case.record:
+        out.append(c.WRITTEN_AT)  # ignored when started_at is given
+    if case.kind == c.SPAN:
+        out += [k for k, default in (("status", c.COMPLETED), ("span_type", c.DEFAULT_SPAN_TYPE))
+                if case.record.get(k) == default]
+    return [k for k in out if k in case.record]
+
+
+@SETTINGS
+@given(st.one_of(cases(), cases(plain=True)), st.data())
+def test_shuffled_keys_and_dropped_optional_fields_give_the_same_row(case: Case, data: st.DataObject) -> None:
+    """Key order never matters, and an optional key whose absence means the same value can go."""
+    record = dict(case.record)
+    dropped = data.draw(st.lists(st.sampled_from(_droppable(case)), unique=True) if _droppable(case) else st.just([]))
+    for k in dropped:
+        del record[k]
+    order = data.draw(st.permutations(list(record)))
+    key = data.draw(st.sampled_from(["record_type", "kind", "type"]))
+    shuffled = {("__rt__" if k == "record_type" else k): record[k] for k in order}
+    if key in shuffled:  # the chosen discriminator must not clash with a key the record has
+        key = "record_type"
+    line = orjson.dumps({(key if k == "__rt__" else k): v for k, v in shuffled.items()})
+    want = parse(orjson.dumps(case.record), fallback_id=lambda: FALLBACK_ID)
+    got = parse(line, record_type_key=key, fallback_id=lambda: FALLBACK_ID)
+    assert isinstance(want, Row) and isinstance(got, Row)
+    assert got.table == want.table and got.merge == want.merge and got.warnings == want.warnings
+    meta = c.COLUMNS[got.table].index(c.METADATA)
+    for i, (a, b) in enumerate(zip(got.values, want.values, strict=True)):
+        if i == meta:
+            assert orjson.loads(a) == orjson.loads(b)  # same object; key order may differ
+        else:
+            assert (type(a), a) == (type(b), b), c.COLUMNS[got.table][i]
+    assert_row_matches(got, case)
+
+
 def test_compiled_shapes_are_kept_per_discriminator_key() -> None:
     data = span_line()
     assert col(row_of(data), "metadata") == "{}"  # compiled for "record_type"

@@ -1,0 +1,40 @@
+"""Every line of the mixed bench file becomes the row its generator says (tests/mixed.py)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from agent import contract as c
+from agent.model import AppLog, Row
+from agent.parse import parse
+from tests.mixed import BENCH_LINES, mixed
+
+FALLBACK = uuid.UUID(int=7)
+
+
+def decoded(table: str, values: tuple[Any, ...]) -> dict[str, Any]:
+    row = dict(zip(c.COLUMNS[table], values, strict=True))
+    for name in ("metadata", "sources", "citations"):
+        if row.get(name) is not None:
+            row[name] = orjson.loads(row[name])
+    return row
+
+
+def test_every_line_of_the_mixed_file_becomes_its_reference_row() -> None:
+    tables: Counter[str | None] = Counter()
+    for i, line in enumerate(mixed(BENCH_LINES)):
+        result = parse(line.data, record_type_key=line.key, fallback_id=lambda: FALLBACK)
+        tables[line.table] += 1
+        if line.table is None:
+            assert isinstance(result, AppLog), (i, line.data, result)
+            continue
+        assert isinstance(result, Row) and result.table == line.table and result.warnings == (), (i, result)
+        got = decoded(result.table, result.values)
+        assert got == line.expected, (i, line.data, {k: (got[k], v) for k, v in line.expected.items() if got[k] != v})
+        assert isinstance(got["timestamp"], datetime) and got["timestamp"].utcoffset() is not None
+    assert tables["spans"] > BENCH_LINES // 2 and all(tables[t] for t in (*c.COLUMNS, None))
