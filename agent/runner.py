@@ -28,7 +28,7 @@ from typing import Any
 from agent import __version__
 from agent.batcher import Batch, Batcher, FlushPolicy
 from agent.config import Settings, mask_dsn
-from agent.model import Checkpoint, DeadLetter, FileRef, Item, Line, ParseResult
+from agent.model import NUL_RUN, Checkpoint, DeadLetter, FileRef, Item, Line, ParseResult
 from agent.ops.http import ProbeView, serve
 from agent.ops.log import get_logger
 from agent.ops.metrics import Metrics
@@ -128,6 +128,13 @@ class Runner:
     # ---- the stages ----------------------------------------------------------------------------
     def parse_line(self, line: Line) -> ParseResult:
         if line.oversize:
+            if line.data == NUL_RUN:
+                self.metrics.nul_bytes.inc(line.end - line.start)
+                return DeadLetter(
+                    reason=f"run of {line.end - line.start} NUL bytes at offset {line.start} "
+                    "(a hole left by a writer without O_APPEND after a truncation); skipped",
+                    field=None,
+                )
             return DeadLetter(
                 reason=f"line is {line.end - line.start} bytes, longer than tail.max_line_bytes "
                 f"({self.settings.tail.max_line_bytes}); its first bytes are kept",

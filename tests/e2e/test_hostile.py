@@ -1,0 +1,86 @@
+"""Issue 10: files a hostile or crowded application shapes, through the real ``hypertail`` process.
+
+The oracle is the same as everywhere: every ``seq`` written is exactly one row (none missing,
+none duplicated), and the dead letters are exactly the expected ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.e2e.harness import Agent, assert_exact, dead_letters, seqs, span_line, wait_until
+
+
+@pytest.fixture
+async def db(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    c = await asyncpg.connect(dsn)
+    yield c
+    await c.close()
+
+
+def lines(seqs_: range) -> bytes:
+    return b"".join(span_line(s) for s in seqs_)
+
+
+def count_sync(dsn: str, sql: str = "SELECT count(*) FROM observability.spans") -> int:
+    async def q() -> int:
+        c = await asyncpg.connect(dsn)
+        try:
+            return int(await c.fetchval(sql))
+        finally:
+            await c.close()
+
+    out: list[int] = []
+    t = threading.Thread(target=lambda: out.append(asyncio.run(q())))
+    t.start()
+    t.join()
+    return out[0]
+
+
+def drain(agent: Agent, *args: str, timeout: float = 120) -> None:
+    agent.start("--exit-when-idle", "--idle-grace", "0.5", *args)
+    assert agent.wait(timeout) == 0, agent.output()
+
+
+# ---- NUL runs ---------------------------------------------------------------------------------
+
+async def test_nul_hole_is_one_dead_letter_and_the_next_line_a_row(
+    agent: Agent, logs: Path, db: asyncpg.Connection
+) -> None:
+    head = lines(range(10))
+    (logs / "hole.log").write_bytes(head + b"\0" * 100_000 + lines(range(10, 20)))
+    drain(agent)
+    assert_exact(await seqs(db), 20)
+    dls = await dead_letters(db)
+    assert [(d["byte_offset"], d["line_length"]) for d in dls] == [(len(head), 100_000)]
+    assert "NUL" in dls[0]["reason"] and dls[0]["raw"] == b"\0"
+
+
+async def test_stale_writer_after_copytruncate(agent: Agent, logs: Path, db: asyncpg.Connection) -> None:
+    """A writer without O_APPEND keeps its offset after logrotate's copytruncate."""
+    path = logs / "app.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        first = lines(range(100))
+        os.write(fd, first)
+        agent.start()
+        wait_until(lambda: count_sync(agent.dsn) == 100, what="first 100 rows")
+        (logs / "app.log.1").write_bytes(path.read_bytes())  # the copy (outside the globs)
+        os.truncate(path, 0)
+        time.sleep(0.5)
+        os.write(fd, lines(range(100, 200)))  # lands at its old offset: a hole before it
+        wait_until(lambda: count_sync(agent.dsn) == 200, what="all 200 rows")
+        assert agent.term() == 0, agent.output()
+    finally:
+        os.close(fd)
+    assert_exact(await seqs(db), 200)
+    dls = await dead_letters(db)
+    assert [(d["byte_offset"], d["line_length"]) for d in dls] == [(0, len(first))]
