@@ -49,6 +49,23 @@ def entity_id(agent_id: str, path: str) -> str:
     return f"{text[: _ENTITY_MAX - 18]}~{digest}"
 
 
+def by_path(files: Sequence[FileSync]) -> list[FileSync]:
+    """One entry per path: several versions of a file share one (a copytruncate copy and the
+    truncated original, a renamed file still draining and its successor), and one upsert may
+    not touch a row twice. Bytes behind add up; the latest commit of any version counts."""
+    merged: dict[str, FileSync] = {}
+    for f in files:
+        m = merged.get(f.path)
+        if m is None:
+            merged[f.path] = f
+            continue
+        commits = [c for c in (m.last_commit, f.last_commit) if c]
+        behind = max(m.size - m.committed, 0) + max(f.size - f.committed, 0)
+        size = m.size + f.size
+        merged[f.path] = FileSync(f.path, size, size - behind, max(commits) if commits else None)
+    return list(merged.values())
+
+
 def status_of(f: FileSync, stalled: str | None, error: str | None) -> str:
     if stalled:
         return "stalled"
@@ -73,7 +90,7 @@ async def report(
             message[:1000] if message else None,
             retries,
         )
-        for f in files
+        for f in by_path(files)
     ]
     cols = list(zip(*rows, strict=True))
     await conn.execute(UPSERT_SQL, PROVIDER, ENTITY_TYPE, *[list(c) for c in cols])

@@ -84,3 +84,37 @@ async def test_stale_writer_after_copytruncate(agent: Agent, logs: Path, db: asy
     assert_exact(await seqs(db), 200)
     dls = await dead_letters(db)
     assert [(d["byte_offset"], d["line_length"]) for d in dls] == [(0, len(first))]
+
+
+# ---- provider_sync_status with several versions of one path ----------------------------------
+
+@pytest.mark.parametrize("rotation", ["copytruncate", "rename"])
+async def test_sync_status_with_two_versions_of_one_path(
+    agent: Agent, logs: Path, db: asyncpg.Connection, rotation: str
+) -> None:
+    path = logs / "app.log"
+    path.write_bytes(lines(range(100)) + span_line(100)[:30])  # a held partial keeps the old version
+    agent.env = {"HYPERTAIL_TAIL__ROTATE_GRACE_MS": "3000"}
+    agent.start()
+    wait_until(lambda: count_sync(agent.dsn) == 100, what="first 100 rows")
+    if rotation == "copytruncate":
+        (logs / "app.log.1").write_bytes(path.read_bytes())
+        os.truncate(path, 0)
+    else:
+        path.rename(logs / "app.log.1")
+    with path.open("ab") as fh:
+        fh.write(lines(range(101, 200)))
+    wait_until(lambda: count_sync(agent.dsn) == 199, what="all complete lines")
+    time.sleep(1.0)  # several sync rounds (every 200 ms) while both versions are tracked
+    dl_sql = "SELECT count(*) FROM hypertail.dead_letters"
+    wait_until(lambda: count_sync(agent.dsn, dl_sql) == 1, what="the held partial released after the grace")
+    time.sleep(0.5)
+    assert agent.term() == 0, agent.output()
+    assert "sync.failed" not in agent.output()
+    status = await db.fetch("SELECT entity_id, sync_status FROM observability.provider_sync_status")
+    assert [(r["entity_id"], r["sync_status"]) for r in status] == [(f"e2e-agent:{path}", "synced")]
+    got = await seqs(db)
+    got[100] += 1  # the unterminated line 100 was cut by the rotation: its 30 bytes are the dead letter
+    assert_exact(got, 200)
+    dls = await dead_letters(db)
+    assert [(d["byte_offset"], d["line_length"]) for d in dls] == [(len(lines(range(100))), 30)]
