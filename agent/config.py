@@ -91,6 +91,7 @@ class TailSettings(_Section):
     debounce_ms: int = Field(default=20, ge=1)
     rotate_grace_ms: int = Field(default=5000, ge=0)
     idle_close_s: float = Field(default=60.0, gt=0)
+    follow_symlinks: Literal["within_roots", "never", "always"] = "within_roots"
 
 
 class BatchSettings(_Section):

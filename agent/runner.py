@@ -110,6 +110,7 @@ class Runner:
             max_open_files=t.max_open_files, rescan_interval_s=t.rescan_interval_ms / 1000,
             read_interval_s=t.read_interval_ms / 1000, use_events=t.use_events, debounce_ms=t.debounce_ms,
             rotate_grace_s=t.rotate_grace_ms / 1000, idle_close_s=t.idle_close_s,
+            follow_symlinks=t.follow_symlinks,
         )
         return Tailer(specs, checkpoints, options, on_event=self._on_source_event)
 
@@ -280,6 +281,8 @@ class Runner:
             key = f.file.identity.key
             out.append(FileSync(f.file.path, f.size, f.acked_offset, self._last_commit.get(key)))
             self.metrics.bytes_behind.labels(f.file.source, f.file.path).set(max(0, f.size - f.acked_offset))
+        for _, path, target, reason in self.tailer.refused():
+            out.append(FileSync(path, 0, 0, None, refused=f"{reason}: {target}"))
         return out
 
     async def _ops_loop(self) -> None:

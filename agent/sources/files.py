@@ -20,6 +20,7 @@ from typing import Any
 from agent.model import FileIdentity
 from agent.sources.handles import Opener, close_quietly, open_regular, read_head
 from agent.sources.identity import matches
+from agent.sources.links import LinkRefused
 from agent.sources.options import TailOptions
 from agent.sources.tracked import DevIno, Tracked
 
@@ -107,6 +108,8 @@ class FileSet:
             return None
         try:
             fd, st = open_regular(self.opener, path)
+        except LinkRefused:
+            return None  # reported by the scan that lists it (file.link_refused)
         except PermissionError as exc:
             if path not in self.denied:
                 self.denied.add(path)

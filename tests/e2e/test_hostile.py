@@ -118,3 +118,39 @@ async def test_sync_status_with_two_versions_of_one_path(
     assert_exact(got, 200)
     dls = await dead_letters(db)
     assert [(d["byte_offset"], d["line_length"]) for d in dls] == [(len(lines(range(100))), 30)]
+
+
+# ---- symbolic links ---------------------------------------------------------------------------
+
+async def test_symlink_escape_is_refused_and_reported(
+    agent: Agent, logs: Path, tmp_path: Path, db: asyncpg.Connection
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "token").write_bytes(b"TOPSECRET-TOKEN\n")
+    (outside / "x.log").write_bytes(span_line(999))
+    (logs / "data").mkdir()
+    (logs / "data" / "real.dat").write_bytes(lines(range(50)))
+    (logs / "inner").mkdir()
+    (logs / "inner" / "y.log").write_bytes(lines(range(50, 100)))
+    (logs / "h1.log").write_bytes(lines(range(100, 150)))
+    os.link(logs / "h1.log", logs / "h2.log")  # a hard link: the same file, read once
+    (logs / "in.log").symlink_to("data/../data/real.dat")
+    (logs / "alias").symlink_to(logs / "inner", target_is_directory=True)
+    (logs / "evil.log").symlink_to("/etc/passwd")
+    (logs / "esc.log").symlink_to(outside / "x.log")
+    (logs / "up.log").symlink_to("../outside/token")
+    (logs / "dirlink").symlink_to(outside, target_is_directory=True)
+    drain(agent)
+    assert_exact(await seqs(db), 150)
+    assert await dead_letters(db) == []
+    status = {r["entity_id"].split(":", 1)[1]: (r["sync_status"], r["error_message"]) for r in await db.fetch(
+        "SELECT entity_id, sync_status, error_message FROM observability.provider_sync_status")}
+    refused = {p: m for p, (s, m) in status.items() if s == "refused"}
+    assert sorted(refused) == sorted(str(logs / n) for n in ("evil.log", "esc.log", "up.log", "dirlink/x.log"))
+    assert "/etc/passwd" in refused[str(logs / "evil.log")]
+    out = agent.output()
+    assert "TOPSECRET" not in out and "root:x:0" not in out
+    assert out.count('"kind":"file.link_refused"') == 4
+    stored = await db.fetchval("SELECT count(*) FROM hypertail.dead_letters WHERE raw LIKE '%TOPSECRET%'")
+    assert stored == 0
