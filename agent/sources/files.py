@@ -25,6 +25,9 @@ from agent.sources.options import TailOptions
 from agent.sources.tracked import DevIno, Tracked
 
 Emit = Callable[[str, dict[str, Any]], None]
+# Inodes whose last identity is remembered (about 200 bytes each): far more files than are ever
+# deleted between two restarts of an agent; on restart the checkpoints' tail hashes decide.
+MAX_ENDED = 100_000
 
 
 class FileSet:
@@ -43,6 +46,10 @@ class FileSet:
         self.waiting: dict[DevIno, tuple[Tracked, int, float, bool]] = {}
         # previous generation of inodes whose next content discovery will open by path
         self.predecessors: dict[DevIno, Tracked] = {}
+        # The last identity of every inode whose file we finished (deleted, moved away,
+        # rewritten): a new file on a reused inode number is a new generation of it, whatever
+        # its first bytes, so it never gets a key whose committed offset would drop its lines.
+        self.ended: dict[DevIno, FileIdentity] = {}
         self.open_count = 0
         self.denied: set[str] = set()
         self._cap_reported = False
@@ -60,6 +67,10 @@ class FileSet:
         t.done = True
         if self.active.get(t.devino) is t:
             del self.active[t.devino]
+        self.ended.pop(t.devino, None)  # re-inserted last: the oldest entries go first
+        self.ended[t.devino] = t.ref.identity
+        if len(self.ended) > MAX_ENDED:
+            del self.ended[next(iter(self.ended))]
         if t.replaced:
             self.close(t)  # the descriptor shows the next generation now
         self.retired.append(t)

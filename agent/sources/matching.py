@@ -12,7 +12,11 @@ Order of the questions asked about a file seen for the first time (it has >= 1 b
 4. Does an unclaimed checkpoint of another inode match its fingerprint and the tail hash at its
    offset? Then it is a copy made while we were away (copytruncate, cross-device move):
    continue from that offset under its own (dev, ino).
-5. Otherwise it is new: read from 0, or from the end for ``start_at = "end"`` on the first scan
+5. Is it on the inode number of a file we saw end (deleted, moved away, rewritten)? Then it is
+   a new file, read from 0 as the next generation of that inode: its key must differ even when
+   its first bytes are the same (a banner, a config dump), or the sink would drop its lines
+   below the old file's committed offset.
+6. Otherwise it is new: read from 0, or from the end for ``start_at = "end"`` on the first scan
    when no checkpoint knows its (dev, ino).
 """
 
@@ -63,6 +67,9 @@ class Matcher:
             t = self.adopt_exact(f, fd, head, cp, now)
             if t is not None:
                 return t
+        ended = self.files.ended.pop(f.devino, None)
+        if ended is not None:  # a new file on the inode number of one we saw end
+            return self.track(f, fd, head, identify(f.dev, f.ino, head, ended), 0, None, now)
         ident = identify(f.dev, f.ino, head)
         return self.track(f, fd, head, ident, self._start(f, fd), None, now)
 

@@ -7,6 +7,7 @@ none duplicated), and the dead letters are exactly the expected ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -154,3 +155,78 @@ async def test_symlink_escape_is_refused_and_reported(
     assert out.count('"kind":"file.link_refused"') == 4
     stored = await db.fetchval("SELECT count(*) FROM hypertail.dead_letters WHERE raw LIKE '%TOPSECRET%'")
     assert stored == 0
+
+
+# ---- inode reuse with identical first bytes ---------------------------------------------------
+
+HEADER = b"".join(
+    b'{"event":"config dump","level":"info","key":"k%03d","value":"%s"}\n' % (i, b"v" * 40) for i in range(200)
+)[:4096]
+HEADER = HEADER[: HEADER.rfind(b"\n") + 1]
+HEADER += b'{"event":"banner","pad":"' + b"p" * (4096 - len(HEADER) - 28) + b'"}\n'
+assert len(HEADER) == 4096
+
+
+def deleted_fds(pid: int) -> int:
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            n += os.readlink(f"/proc/{pid}/fd/{fd}").endswith(" (deleted)")
+    return n
+
+
+def recreate(logs: Path, names: list[str], first_seq: int, sizes: list[int]) -> tuple[int, int]:
+    """Delete and recreate every file (same names) so that freed inodes are reused; returns
+    (how many new files got one of the old inodes, the next seq)."""
+    old = {(logs / n).stat().st_ino for n in names}
+    for n in names:
+        (logs / n).unlink()
+    seq = first_seq
+    for n, k in zip(names, sizes, strict=True):
+        (logs / n).write_bytes(HEADER + lines(range(seq, seq + k)))
+        seq += k
+    return len(old & {(logs / n).stat().st_ino for n in names}), seq
+
+
+SIZES = [3 if i % 3 == 0 else 25 for i in range(30)]  # shorter and longer than the first version
+
+
+async def test_inode_reuse_with_identical_heads_while_running(
+    agent: Agent, logs: Path, db: asyncpg.Connection
+) -> None:
+    names = [f"f{i:02d}.log" for i in range(30)]
+    for i, n in enumerate(names):
+        (logs / n).write_bytes(HEADER + lines(range(i * 10, i * 10 + 10)))
+    agent.env = {"HYPERTAIL_TAIL__ROTATE_GRACE_MS": "100"}
+    agent.start()
+    wait_until(lambda: count_sync(agent.dsn) == 300, what="first versions")
+    time.sleep(0.5)  # committed and acked
+    assert agent.proc is not None
+    old = {(logs / n).stat().st_ino for n in names}
+    for n in names:
+        (logs / n).unlink()
+    wait_until(lambda: deleted_fds(agent.proc.pid) == 0, timeout=30, what="the agent to let go of the old inodes")
+    total = 300
+    for n, k in zip(names, SIZES, strict=True):
+        (logs / n).write_bytes(HEADER + lines(range(total, total + k)))
+        total += k
+    assert len(old & {(logs / n).stat().st_ino for n in names}) >= 20  # ext4 hands the freed inodes out again
+    wait_until(lambda: count_sync(agent.dsn) >= total, timeout=60, what=f"{total} rows")
+    time.sleep(0.5)
+    assert agent.term() == 0, agent.output()
+    assert_exact(await seqs(db), total)
+    assert await dead_letters(db) == []
+
+
+async def test_inode_reuse_with_identical_heads_across_a_restart(
+    agent: Agent, logs: Path, db: asyncpg.Connection
+) -> None:
+    names = [f"f{i:02d}.log" for i in range(30)]
+    for i, n in enumerate(names):
+        (logs / n).write_bytes(HEADER + lines(range(i * 10, i * 10 + 10)))
+    drain(agent)
+    reused, total = recreate(logs, names, 300, SIZES)
+    assert reused >= 20
+    drain(agent)
+    assert_exact(await seqs(db), total)
+    assert await dead_letters(db) == []
