@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 
 from tests.e2e.harness import Agent, assert_exact, dead_letters, seqs, span_line, wait_until
+from tests.unit.test_emit_processes import run_writers, seqs_in
 
 
 @pytest.fixture
@@ -229,4 +230,21 @@ async def test_inode_reuse_with_identical_heads_across_a_restart(
     assert reused >= 20
     drain(agent)
     assert_exact(await seqs(db), total)
+    assert await dead_letters(db) == []
+
+
+# ---- several processes of one app on one path -------------------------------------------------
+
+async def test_eight_processes_share_one_path_while_the_agent_tails(
+    agent: Agent, logs: Path, db: asyncpg.Connection
+) -> None:
+    agent.extra_toml = f'\n[[sources]]\nname = "rotated"\npaths = ["{logs}/*.log.*"]\n'
+    agent.start()
+    stats = run_writers(logs / "app.log", 8, 2500, 50_000)
+    assert stats == [(0, 2500)] * 8  # nothing dropped
+    assert sorted(seqs_in(logs).elements()) == list(range(20_000))  # every line in exactly one file
+    wait_until(lambda: count_sync(agent.dsn) >= 20_000, timeout=120, what="20000 rows")
+    time.sleep(0.5)
+    assert agent.term() == 0, agent.output()
+    assert_exact(await seqs(db), 20_000)
     assert await dead_letters(db) == []
