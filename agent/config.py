@@ -109,6 +109,7 @@ class AgentSettings(_Section):
     id: str = Field(default_factory=socket.gethostname, min_length=1)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     data_dir: Path | None = None
+    checkpoint_retention_days: int = Field(default=30, ge=0)
 
 
 class HttpSettings(_Section):

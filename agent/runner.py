@@ -35,6 +35,7 @@ from agent.ops.metrics import Metrics
 from agent.ops.rollup import rollup_loop
 from agent.ops.sync import FileSync, report
 from agent.parse import parse
+from agent.sink.prune import prune_checkpoints
 from agent.sink.sink import Sink
 from agent.sink.writer import CommitStats
 from agent.sources import SourceSpec, Tailer, TailOptions
@@ -93,6 +94,7 @@ class Runner:
         self._started_at = time.time()
         self.metrics.seconds_since_last_commit.set_function(self._since_last_commit)
         self.exit_code = 0
+        self._pruned = False
 
     # ---- wiring -------------------------------------------------------------------------------
     def _tail_hash(self, file: FileRef, offset: int) -> str:
@@ -292,7 +294,25 @@ class Runner:
             self._db_ok = await self.sink.ping()
             if self._db_ok:
                 await self._report_sync()
+                await self._prune_once()
             await asyncio.sleep(period)
+
+    async def _prune_once(self) -> None:
+        """After the first scan: forget checkpoints of files long gone (see agent.sink.prune)."""
+        keys = self.tailer.gone_checkpoints() if self.tailer is not None else None
+        if keys is None or self._pruned:
+            return
+        self._pruned = True
+        days = self.settings.agent.checkpoint_retention_days
+        try:
+            conn = await self.sink.job_connection()
+            n = await prune_checkpoints(conn, self.settings.agent.id, keys, days)
+        except Exception as exc:
+            self._pruned = False  # try again at the next round
+            self.log.warning("checkpoints.prune_failed", error=self.sink.redact(str(exc))[:300])
+            return
+        if n:
+            self.log.info("checkpoints.pruned", deleted=n, older_than_days=days)
 
     async def _report_sync(self) -> None:
         if self.tailer is None:

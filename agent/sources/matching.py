@@ -22,6 +22,7 @@ Order of the questions asked about a file seen for the first time (it has >= 1 b
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 
@@ -46,9 +47,14 @@ class Matcher:
         self.start_at = {s.name: s.start_at for s in specs}
         self.unclaimed: dict[FileIdentity, Checkpoint] = {}
         self.by_inode: dict[DevIno, list[Checkpoint]] = {}
+        # by (fingerprint_len, fingerprint): finding the checkpoints a head matches costs one hash
+        # per distinct window length, not one per checkpoint (100,000 old rows stay cheap)
+        self.by_print: dict[tuple[int, str], list[Checkpoint]] = {}
         for cp in checkpoints:
             self.unclaimed[cp.identity] = cp
             self.by_inode.setdefault((cp.identity.dev, cp.identity.ino), []).append(cp)
+            self.by_print.setdefault((cp.identity.fingerprint_len, cp.identity.fingerprint), []).append(cp)
+        self.lengths = sorted({n for n, _ in self.by_print})
         self.deferred: dict[DevIno, tuple[float, int]] = {}
         self.first_scan = True
 
@@ -122,9 +128,23 @@ class Matcher:
         self.deferred[f.devino] = (since, f.size)
         return True
 
+    def matching(self, head: bytes) -> list[Checkpoint]:
+        """Unclaimed checkpoints whose fingerprint matches a file starting with ``head``."""
+        out: list[Checkpoint] = []
+        if not self.unclaimed:
+            return out
+        h = hashlib.blake2b(digest_size=16)
+        done = 0
+        for n in self.lengths:
+            if n > len(head):
+                break
+            h.update(head[done:n])
+            done = n
+            out += [c for c in self.by_print.get((n, h.copy().hexdigest()), ()) if c.identity in self.unclaimed]
+        return out
+
     def _adoptable(self, f: Found, head: bytes) -> list[Checkpoint]:
-        found = [c for c in self.unclaimed.values()
-                 if (c.identity.dev, c.identity.ino) != f.devino and matches(c.identity, head)]
+        found = [c for c in self.matching(head) if (c.identity.dev, c.identity.ino) != f.devino]
         return sorted(found, key=lambda c: (c.identity.fingerprint_len, -c.offset))
 
     def adopt_exact(self, f: Found, fd: int, head: bytes, cp: Checkpoint, now: float) -> Tracked | None:

@@ -209,6 +209,13 @@ class Tailer:
         tracked = list(self._files) + list(self._files.retired)
         return [FileStatus(t.ref, t.path, t.size, t.pos, t.acked, t.fd is not None, t.rotated) for t in tracked]
 
+    def gone_checkpoints(self) -> list[str] | None:
+        """Keys of the checkpoints nothing continued at the first scan (their files are gone),
+        or ``None`` before that scan."""
+        if not self._scanner.scanned:
+            return None
+        return [cp.identity.key for cp in self._scanner.matcher.unclaimed.values()]
+
     def refused(self) -> list[tuple[str, str, str, str]]:
         """Paths the link policy refused at the last scan: (source, link, target, reason)."""
         return [(src, path, exc.target, exc.reason) for path, (src, exc) in self._scanner.globs.refused.items()]

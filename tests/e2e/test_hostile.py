@@ -248,3 +248,41 @@ async def test_eight_processes_share_one_path_while_the_agent_tails(
     assert agent.term() == 0, agent.output()
     assert_exact(await seqs(db), 20_000)
     assert await dead_letters(db) == []
+
+
+# ---- checkpoints of files long gone -----------------------------------------------------------
+
+async def test_checkpoints_of_files_long_gone_are_pruned(agent: Agent, logs: Path, db: asyncpg.Connection) -> None:
+    idle = logs / "idle.log"
+    idle.write_bytes(lines(range(100)))
+    drain(agent)
+    # 100,000 checkpoints of files gone for two months, half of them next to the live files
+    # (the folder startup recovery searches), and the idle file's own checkpoint made as old.
+    await db.execute("""
+        INSERT INTO hypertail.checkpoints (file_key, agent_id, source, path, device, inode, fingerprint,
+                                           fingerprint_len, committed_offset, tail_hash, updated_at)
+        SELECT '1:' || (10000000 + i) || ':' || left(md5(i::text), 16), 'e2e-agent', 'app',
+               CASE WHEN i % 2 = 0 THEN $1 || '/old-' || i || '.log' ELSE '/nowhere/' || i || '/x.log' END,
+               1, 10000000 + i, md5(i::text), 1024, 5000, md5(i::text), now() - interval '60 days'
+        FROM generate_series(1, 100000) AS i
+    """, str(logs))
+    await db.execute("UPDATE hypertail.checkpoints SET updated_at = now() - interval '60 days'")
+    # a checkpoint of another agent, and one of ours that moved recently: both stay
+    await db.execute("""
+        INSERT INTO hypertail.checkpoints (file_key, agent_id, path, device, inode, fingerprint, fingerprint_len,
+                                           updated_at)
+        VALUES ('1:1:ab', 'other-agent', '/x/a.log', 1, 1, 'ab', 1, now() - interval '60 days'),
+               ('1:2:cd', 'e2e-agent', '/x/b.log', 1, 2, 'cd', 1, now() - interval '1 day')
+    """)
+    for i in range(64):  # files next to them that startup recovery has to consider as copies
+        (logs / f"rotated.log.{i}").write_bytes(span_line(10_000 + i) * 30)
+    (logs / "new.log").write_bytes(lines(range(100, 200)))
+    agent.start()
+    left = "SELECT count(*) FROM hypertail.checkpoints"
+    wait_until(lambda: count_sync(agent.dsn, left) == 4, timeout=60, what="old checkpoints pruned")
+    wait_until(lambda: count_sync(agent.dsn) == 200, what="the new file's rows")
+    assert agent.term() == 0, agent.output()
+    assert_exact(await seqs(db), 200)  # the idle file was not read again
+    keys = {r["path"] for r in await db.fetch("SELECT path FROM hypertail.checkpoints")}
+    assert keys == {str(idle), str(logs / "new.log"), "/x/a.log", "/x/b.log"}
+    assert '"event":"checkpoints.pruned"' in agent.output()
