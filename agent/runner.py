@@ -81,6 +81,7 @@ class Runner:
         b = settings.batch
         self.batcher = Batcher(FlushPolicy(b.max_rows, b.max_bytes, b.max_age_ms / 1000))
         self.queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=2)
+        self._enqueue_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._keys = {s.name: s.record_type_key for s in settings.sources}
         self._queued_bytes = 0
@@ -176,11 +177,16 @@ class Runner:
             self.metrics.lines_read.labels(src).inc(n)
 
     async def _enqueue(self) -> None:
-        batch = self.batcher.take()
-        if batch.items:
-            self._queued_bytes += batch.nbytes
-            await self.queue.put(batch)
-            self.metrics.queue_depth.set(self.queue.qsize())
+        """Hand the current batch to the committer. Take and put happen under one lock: the
+        reader and the ticker both enqueue, and a batch taken later but put first (the queue
+        lets a fresh put overtake a waiting one) would commit a file's later lines first, and
+        the sink then drops the earlier ones as already committed."""
+        async with self._enqueue_lock:
+            batch = self.batcher.take()
+            if batch.items:
+                self._queued_bytes += batch.nbytes
+                await self.queue.put(batch)
+                self.metrics.queue_depth.set(self.queue.qsize())
 
     async def _committer(self) -> None:
         while True:
@@ -438,7 +444,8 @@ class Runner:
             async with asyncio.timeout(timeout):
                 await reader
                 await self._enqueue()
-                await self.queue.put(_STOP)
+                async with self._enqueue_lock:  # after any batch the ticker is still handing over
+                    await self.queue.put(_STOP)
                 await committer
             self.log.info("agent.stopped")
         except TimeoutError:
