@@ -50,6 +50,9 @@ class FileSet:
         # rewritten): a new file on a reused inode number is a new generation of it, whatever
         # its first bytes, so it never gets a key whose committed offset would drop its lines.
         self.ended: dict[DevIno, FileIdentity] = {}
+        # Active files that may hold a descriptor: where make_room looks for one to close, so
+        # that its cost follows max_open_files, not the number of files (10,000 and more).
+        self.holding: dict[DevIno, Tracked] = {}
         self.open_count = 0
         self.denied: set[str] = set()
         self._cap_reported = False
@@ -61,6 +64,8 @@ class FileSet:
         """Start tracking ``t`` (its descriptor, if any, came from :meth:`open_path`)."""
         self.active[t.devino] = t
         self.by_identity[t.ref.identity] = t
+        if t.fd is not None:
+            self.holding[t.devino] = t
 
     def retire(self, t: Tracked) -> None:
         """Nothing more will be read from ``t``; forget it once acks cover what it emitted."""
@@ -149,6 +154,7 @@ class FileSet:
             self._drop_fd(fd)
             return None
         t.fd = fd
+        self.holding[t.devino] = t
         try:
             same = matches(t.ref.identity, read_head(fd))
         except OSError:
@@ -168,7 +174,8 @@ class FileSet:
         if globbed:
             self.drop_waiting(globbed[0])
             return True
-        victims = [t for t in self.active.values() if t.fd is not None and _reopenable(t)]
+        self.holding = {d: t for d, t in self.holding.items() if t.fd is not None and self.active.get(d) is t}
+        victims = [t for t in self.holding.values() if _reopenable(t)]
         if not victims:
             if not self._cap_reported:
                 self._cap_reported = True

@@ -35,6 +35,8 @@ from agent.sources.options import SourceSpec, TailOptions
 from agent.sources.reader import LineSplitter
 from agent.sources.tracked import DevIno, Tracked
 
+HEAD_KEY = 16  # bytes of a file's head that index the live files
+
 
 class Matcher:
     """Decides where reading starts for inodes seen for the first time."""
@@ -56,6 +58,8 @@ class Matcher:
             self.by_print.setdefault((cp.identity.fingerprint_len, cp.identity.fingerprint), []).append(cp)
         self.lengths = sorted({n for n, _ in self.by_print})
         self.deferred: dict[DevIno, tuple[float, int]] = {}
+        self.heads: dict[bytes, list[Tracked]] = {}
+        self.short_heads: list[Tracked] = []
         self.first_scan = True
 
     def identify(self, f: Found, fd: int, head: bytes, now: float) -> Tracked | None:
@@ -114,8 +118,30 @@ class Matcher:
         t.acked = t.emitted = cp.offset
         return t
 
+    def index_heads(self) -> None:
+        """Index the live files by their first bytes, once per rescan: asking "does a live file
+        start like this one?" for every new file must not cost a pass over all files."""
+        self.heads, self.short_heads = {}, []
+        for t in self.files:
+            self.note_head(t)
+
+    def note_head(self, t: Tracked) -> None:
+        if t.rotated or t.gone or not t.head:
+            return
+        if len(t.head) < HEAD_KEY:
+            self.short_heads.append(t)
+        else:
+            self.heads.setdefault(t.head[:HEAD_KEY], []).append(t)
+
+    def _live_like(self, head: bytes) -> bool:
+        if len(head) >= HEAD_KEY:
+            near = self.heads.get(head[:HEAD_KEY], []) + self.short_heads
+        else:
+            near = [t for ts in self.heads.values() for t in ts] + self.short_heads
+        return any(not t.rotated and not t.gone and same_head(t.head, head) for t in near)
+
     def _defer(self, f: Found, head: bytes, now: float) -> bool:
-        live = any(not t.rotated and not t.gone and same_head(t.head, head) for t in self.files)
+        live = self._live_like(head)
         if not live:
             self.deferred.pop(f.devino, None)
             return False

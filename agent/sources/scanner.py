@@ -52,6 +52,8 @@ class Scanner:
         self.rotation.next_generations(found, now)
         fresh = [f for d, f in found.items() if d not in self.files.active and d not in self.files.waiting]
         fresh.sort(key=lambda f: f.devino not in self.matcher.by_inode)  # checkpointed inodes first
+        if fresh:
+            self.matcher.index_heads()
         for f in fresh:
             self._discover(f, now)
         if self.matcher.first_scan:
@@ -106,6 +108,7 @@ class Scanner:
             self.backlog = self.backlog or f.devino in self.matcher.deferred
             return
         self.files.add(t)
+        self.matcher.note_head(t)
 
     def read_all(self, now: float) -> tuple[list[Line], bool]:
         """Read every file that may have grown; return the lines and whether any file turned

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import psutil
 import pytest
 
 from tests.e2e.harness import Agent, assert_exact, dead_letters, seqs, span_line, wait_until
@@ -286,3 +287,29 @@ async def test_checkpoints_of_files_long_gone_are_pruned(agent: Agent, logs: Pat
     keys = {r["path"] for r in await db.fetch("SELECT path FROM hypertail.checkpoints")}
     assert keys == {str(idle), str(logs / "new.log"), "/x/a.log", "/x/b.log"}
     assert '"event":"checkpoints.pruned"' in agent.output()
+
+
+# ---- many files -------------------------------------------------------------------------------
+
+async def test_ten_thousand_files_exact_within_the_descriptor_cap_and_memory(
+    agent: Agent, logs: Path, db: asyncpg.Connection
+) -> None:
+    files, per_file = 10_000, 50
+    for i in range(files):
+        folder = logs / f"d{i % 100:02d}" / "app"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{i:05d}.log").write_bytes(lines(range(i * per_file, (i + 1) * per_file)))
+    agent.start("--exit-when-idle", "--idle-grace", "0.5")
+    assert agent.proc is not None
+    proc = psutil.Process(agent.proc.pid)
+    peak_fds = peak_rss = 0
+    while agent.proc.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            peak_fds = max(peak_fds, proc.num_fds())
+            peak_rss = max(peak_rss, proc.memory_info().rss)
+        time.sleep(0.05)
+    assert agent.proc.returncode == 0, agent.output()
+    assert_exact(await seqs(db), files * per_file)
+    assert await dead_letters(db) == []
+    assert peak_fds <= 256 + 20  # tail.max_open_files, plus the process's own (sockets, stdio, inotify)
+    assert peak_rss <= 100 * 2**20, f"peak RSS {peak_rss / 2**20:.1f} MiB"
