@@ -13,6 +13,7 @@ Kept apart from the scan logic so that the rules about descriptors live in one p
 from __future__ import annotations
 
 import errno
+import heapq
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -174,15 +175,20 @@ class FileSet:
         if globbed:
             self.drop_waiting(globbed[0])
             return True
-        self.holding = {d: t for d, t in self.holding.items() if t.fd is not None and self.active.get(d) is t}
-        victims = [t for t in self.holding.values() if _reopenable(t)]
+        if len(self.holding) > 2 * self.opt.max_open_files:  # forget the closed ones now and then
+            self.holding = {d: t for d, t in self.holding.items() if t.fd is not None and self.active.get(d) is t}
+        victims = [t for d, t in self.holding.items()
+                   if t.fd is not None and self.active.get(d) is t and _reopenable(t)]
         if not victims:
             if not self._cap_reported:
                 self._cap_reported = True
                 self.emit("files.open_cap_reached", {"max_open_files": self.opt.max_open_files})
             return False
-        victim = min(victims, key=lambda t: (t.pos < t.size, t.last_used))
-        self.close(victim)
+        # Close an eighth of the budget at once (fully read, least recently used first): the
+        # next opens then find room without another pass over the open files.
+        for victim in heapq.nsmallest(max(1, self.opt.max_open_files // 8), victims,
+                                      key=lambda t: (t.pos < t.size, t.last_used)):
+            self.close(victim)
         return True
 
     def close_idle(self, now: float) -> None:

@@ -35,7 +35,9 @@ from agent.sources.options import SourceSpec, TailOptions
 from agent.sources.reader import LineSplitter
 from agent.sources.tracked import DevIno, Tracked
 
-HEAD_KEY = 16  # bytes of a file's head that index the live files
+# Bytes of a file's head that index the live files: JSON log lines all start alike
+# ('{"event":"span",...'), so the key must reach into the first line's timestamp or ids.
+HEAD_KEY = 256
 
 
 class Matcher:
