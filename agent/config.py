@@ -90,6 +90,7 @@ class TailSettings(_Section):
     debounce_ms: int = Field(default=20, ge=1)
     rotate_grace_ms: int = Field(default=5000, ge=0)
     idle_close_s: float = Field(default=60.0, gt=0)
+    follow_symlinks: Literal["within_roots", "never", "always"] = "within_roots"
 
 
 class BatchSettings(_Section):
@@ -109,6 +110,7 @@ class AgentSettings(_Section):
     data_dir: Path | None = None
     # The embedded PostgreSQL (no database.dsn) outlives the command unless this is false.
     embedded_keep_running: bool = True
+    checkpoint_retention_days: int = Field(default=30, ge=0)
 
 
 class HttpSettings(_Section):

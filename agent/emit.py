@@ -88,9 +88,11 @@ def configure(
     """Send structlog output, records included, as JSON lines to ``path`` (or ``fd``, or stdout).
 
     A file is rotated by rename (``path.1`` .. ``path.<backup_count>``) once it would pass
-    ``max_bytes``; the sidecar follows renames. ``level`` filters ordinary log lines only: records
-    are always written. ``extra_processors`` run before rendering. Errors opening ``path`` are
-    raised here, at setup, where they can be fixed; after that nothing raises.
+    ``max_bytes``; the sidecar follows renames. Several processes may configure the same
+    ``path``: rotation is coordinated between them (see :class:`LineWriter`). ``level`` filters
+    ordinary log lines only: records are always written. ``extra_processors`` run before
+    rendering. Errors opening ``path`` are raised here, at setup, where they can be fixed; after
+    that nothing raises.
     """
     writer = LineWriter(os.fspath(path) if path is not None else None, fd=fd,
                         max_bytes=max_bytes, backup_count=backup_count)

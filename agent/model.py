@@ -45,6 +45,11 @@ class FileRef:
     identity: FileIdentity
 
 
+NUL_RUN = b"\x00"
+"""``Line.data`` of a Line (``oversize=True``) that stands for a run of NUL bytes, not a line:
+``start``/``end`` span the run. No real oversize Line carries it, since NUL bytes end lines."""
+
+
 class Line(NamedTuple):
     """One complete line: the bytes between ``start`` and ``end`` of ``file``.
 

@@ -28,13 +28,14 @@ from typing import Any
 from agent import __version__
 from agent.batcher import Batch, Batcher, FlushPolicy
 from agent.config import Settings, mask_dsn
-from agent.model import Checkpoint, DeadLetter, FileRef, Item, Line, ParseResult
+from agent.model import NUL_RUN, Checkpoint, DeadLetter, FileRef, Item, Line, ParseResult
 from agent.ops.http import ProbeView, serve
 from agent.ops.log import get_logger
 from agent.ops.metrics import Metrics
 from agent.ops.rollup import rollup_loop
 from agent.ops.sync import FileSync, report, report_agent
 from agent.parse import parse
+from agent.sink.prune import prune_checkpoints
 from agent.sink.sink import Sink
 from agent.sink.writer import CommitStats
 from agent.sources import SourceSpec, Tailer, TailOptions
@@ -80,6 +81,7 @@ class Runner:
         b = settings.batch
         self.batcher = Batcher(FlushPolicy(b.max_rows, b.max_bytes, b.max_age_ms / 1000))
         self.queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=2)
+        self._enqueue_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._keys = {s.name: s.record_type_key for s in settings.sources}
         self._queued_bytes = 0
@@ -94,6 +96,7 @@ class Runner:
         self._started_at = time.time()
         self.metrics.seconds_since_last_commit.set_function(self._since_last_commit)
         self.exit_code = 0
+        self._pruned = False
 
     # ---- wiring -------------------------------------------------------------------------------
     def _tail_hash(self, file: FileRef, offset: int) -> str:
@@ -111,6 +114,7 @@ class Runner:
             max_open_files=t.max_open_files, rescan_interval_s=t.rescan_interval_ms / 1000,
             read_interval_s=t.read_interval_ms / 1000, use_events=t.use_events, debounce_ms=t.debounce_ms,
             rotate_grace_s=t.rotate_grace_ms / 1000, idle_close_s=t.idle_close_s,
+            follow_symlinks=t.follow_symlinks,
         )
         return Tailer(specs, checkpoints, options, on_event=self._on_source_event)
 
@@ -140,6 +144,13 @@ class Runner:
     # ---- the stages ----------------------------------------------------------------------------
     def parse_line(self, line: Line) -> ParseResult:
         if line.oversize:
+            if line.data == NUL_RUN:
+                self.metrics.nul_bytes.inc(line.end - line.start)
+                return DeadLetter(
+                    reason=f"run of {line.end - line.start} NUL bytes at offset {line.start} "
+                    "(a hole left by a writer without O_APPEND after a truncation); skipped",
+                    field=None,
+                )
             return DeadLetter(
                 reason=f"line is {line.end - line.start} bytes, longer than tail.max_line_bytes "
                 f"({self.settings.tail.max_line_bytes}); its first bytes are kept",
@@ -178,11 +189,16 @@ class Runner:
             self.metrics.lines_read.labels(src).inc(n)
 
     async def _enqueue(self) -> None:
-        batch = self.batcher.take()
-        if batch.items:
-            self._queued_bytes += batch.nbytes
-            await self.queue.put(batch)
-            self.metrics.queue_depth.set(self.queue.qsize())
+        """Hand the current batch to the committer. Take and put happen under one lock: the
+        reader and the ticker both enqueue, and a batch taken later but put first (the queue
+        lets a fresh put overtake a waiting one) would commit a file's later lines first, and
+        the sink then drops the earlier ones as already committed."""
+        async with self._enqueue_lock:
+            batch = self.batcher.take()
+            if batch.items:
+                self._queued_bytes += batch.nbytes
+                await self.queue.put(batch)
+                self.metrics.queue_depth.set(self.queue.qsize())
 
     async def _committer(self) -> None:
         while True:
@@ -286,6 +302,8 @@ class Runner:
             key = f.file.identity.key
             out.append(FileSync(f.file.path, f.size, f.acked_offset, self._last_commit.get(key)))
             self.metrics.bytes_behind.labels(f.file.source, f.file.path).set(max(0, f.size - f.acked_offset))
+        for _, path, target, reason in self.tailer.refused():
+            out.append(FileSync(path, 0, 0, None, refused=f"{reason}: {target}"))
         return out
 
     async def _ops_loop(self) -> None:
@@ -295,7 +313,25 @@ class Runner:
             self._db_ok = await self.sink.ping()
             if self._db_ok:
                 await self._report_sync()
+                await self._prune_once()
             await asyncio.sleep(period)
+
+    async def _prune_once(self) -> None:
+        """After the first scan: forget checkpoints of files long gone (see agent.sink.prune)."""
+        keys = self.tailer.gone_checkpoints() if self.tailer is not None else None
+        if keys is None or self._pruned:
+            return
+        self._pruned = True
+        days = self.settings.agent.checkpoint_retention_days
+        try:
+            async with self.sink.jobs() as conn, conn.transaction():  # pooler-safe: one transaction
+                n = await prune_checkpoints(conn, self.settings.agent.id, keys, days)
+        except Exception as exc:
+            self._pruned = False  # try again at the next round
+            self.log.warning("checkpoints.prune_failed", error=self.sink.redact(str(exc))[:300])
+            return
+        if n:
+            self.log.info("checkpoints.pruned", deleted=n, older_than_days=days)
 
     async def _report_sync(self, final: bool = False) -> None:
         h = self.sink.health
@@ -427,7 +463,8 @@ class Runner:
             async with asyncio.timeout(timeout):
                 await reader
                 await self._enqueue()
-                await self.queue.put(_STOP)
+                async with self._enqueue_lock:  # after any batch the ticker is still handing over
+                    await self.queue.put(_STOP)
                 await committer
             self.log.info("agent.stopped")
         except TimeoutError:

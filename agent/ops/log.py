@@ -37,6 +37,8 @@ EVENTS = {
     "http.listening": "probes and metrics are served on this address",
     "rollup.done": "the metrics rollup aggregated buckets",
     "rollup.failed": "the metrics rollup failed; it runs again at the next interval",
+    "checkpoints.pruned": "checkpoints of files gone longer than agent.checkpoint_retention_days were deleted",
+    "checkpoints.prune_failed": "deleting old checkpoints failed; tried again at the next sync round",
     "sync.failed": "updating provider_sync_status failed; retried at the next interval",
 }
 

@@ -18,6 +18,9 @@ class Metrics:
         self.dead_letters = Counter(
             "hypertail_dead_letters", "Lines committed as dead letters, by reason class", ["reason"], registry=r
         )
+        self.nul_bytes = Counter(
+            "hypertail_nul_bytes_skipped", "Bytes of NUL runs skipped (each run is one dead letter)", registry=r
+        )
         self.app_logs = Counter("hypertail_app_log_lines", "Ordinary application log lines (not records)", registry=r)
         self.invalid_optional = Counter(
             "hypertail_invalid_optional_fields", "Optional fields kept only in metadata because invalid", registry=r

@@ -1,7 +1,8 @@
 """``observability.provider_sync_status``: one row per (agent, source file), kept current.
 
 An operator can see in SQL which sidecar is behind, since when, and why: the row carries the
-last commit time, a status (``synced``, ``behind``, ``error``, ``stalled``), the last error
+last commit time, a status (``synced``, ``behind``, ``error``, ``stalled``, or ``refused`` for a
+symbolic link ``tail.follow_symlinks`` forbids, with the link's target), the last error
 (never a secret: DSNs are masked) and how many attempts failed in a row. The same loop pings the
 database so readiness notices an outage even when no batch is being committed.
 """
@@ -38,6 +39,7 @@ class FileSync:
     size: int
     committed: int
     last_commit: float | None
+    refused: str | None = None  # why the link policy refuses to read it (never its contents)
 
 
 def entity_id(agent_id: str, path: str) -> str:
@@ -49,7 +51,28 @@ def entity_id(agent_id: str, path: str) -> str:
     return f"{text[: _ENTITY_MAX - 18]}~{digest}"
 
 
+def by_path(files: Sequence[FileSync]) -> list[FileSync]:
+    """One entry per path: several versions of a file share one (a copytruncate copy and the
+    truncated original, a renamed file still draining and its successor), and one upsert may
+    not touch a row twice. Bytes behind add up; the latest commit of any version counts."""
+    merged: dict[str, FileSync] = {}
+    for f in files:
+        m = merged.get(f.path)
+        if m is None or f.refused:
+            merged[f.path] = f
+            continue
+        if m.refused:
+            continue
+        commits = [c for c in (m.last_commit, f.last_commit) if c]
+        behind = max(m.size - m.committed, 0) + max(f.size - f.committed, 0)
+        size = m.size + f.size
+        merged[f.path] = FileSync(f.path, size, size - behind, max(commits) if commits else None)
+    return list(merged.values())
+
+
 def status_of(f: FileSync, stalled: str | None, error: str | None) -> str:
+    if f.refused:
+        return "refused"
     if stalled:
         return "stalled"
     if error:
@@ -70,10 +93,10 @@ async def report(
             entity_id(agent_id, f.path),
             datetime.fromtimestamp(f.last_commit, UTC) if f.last_commit else None,
             status_of(f, stalled, error),
-            message[:1000] if message else None,
+            (f.refused or message or "")[:1000] or None,
             retries,
         )
-        for f in files
+        for f in by_path(files)
     ]
     cols = list(zip(*rows, strict=True))
     await conn.execute(UPSERT_SQL, PROVIDER, ENTITY_TYPE, *[list(c) for c in cols])

@@ -280,8 +280,9 @@ async def migrate(db: DatabaseSettings, dsn: str, policy: SchemaSettings) -> Mig
     try:
         conn = await connect(db, dsn)
         try:
-            mode = await apply_schema(conn, policy)
-            layout = await hypertable_layout(conn)
+            async with conn.transaction():  # one transaction, so it works through a pooler too
+                mode = await apply_schema(conn, policy)
+                layout = await hypertable_layout(conn)
         finally:
             await conn.close()
     except DRIVER_ERRORS as exc:

@@ -124,8 +124,11 @@ class Sink:
         while True:
             try:
                 writer = await self._connection()
-                await self._check_schema(writer.conn, apply)
-                checkpoints = await self._load_checkpoints(writer.conn)
+                # One transaction: behind a transaction-pooling PgBouncer a statement outside one
+                # may be parsed on one server connection and executed on another.
+                async with writer.conn.transaction():
+                    await self._check_schema(writer.conn, apply)
+                    checkpoints = await self._load_checkpoints(writer.conn)
             except (RetryableError, StallError) as err:
                 await self._failed(err)
                 continue

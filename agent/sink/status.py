@@ -79,13 +79,14 @@ async def status_report(db: DatabaseSettings, dsn: str, agent_id: str | None) ->
     try:
         conn = await connect(db, dsn)
         try:
-            files = await read_status(conn, agent_id)
-            agents = [
-                AgentStatus(r["agent_id"], r["sync_status"], r["error_message"], r["retry_count"],
-                            r["last_synced_at"], r["updated_at"])
-                for r in await conn.fetch(AGENTS_SQL, agent_id)
-            ]
-            layout = await hypertable_layout(conn)
+            async with conn.transaction(readonly=True):  # one transaction: works through a pooler too
+                files = await read_status(conn, agent_id)
+                agents = [
+                    AgentStatus(r["agent_id"], r["sync_status"], r["error_message"], r["retry_count"],
+                                r["last_synced_at"], r["updated_at"])
+                    for r in await conn.fetch(AGENTS_SQL, agent_id)
+                ]
+                layout = await hypertable_layout(conn)
         finally:
             await conn.close()
     except DRIVER_ERRORS as exc:

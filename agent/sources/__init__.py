@@ -29,6 +29,10 @@ Policies (each module's docstring says why):
   A checkpoint no globbed file continues is looked for in its folder: its inode under another
   name (renamed away), else a copytruncate copy with its fingerprint and tail hash - whatever
   became of the original (truncated, renamed, deleted, its inode number reused by a new file).
+* **Inode reuse.** A file the agent saw end (deleted, moved away, rewritten) retires its
+  identity: a new file on that inode number is the inode's next generation with a new key, even
+  when its first bytes are the same (a banner, a config dump). While the agent was stopped, the
+  checkpoint's tail hash at its offset (and the file's size) decide instead.
 * **Grace.** An unterminated last line is held until its newline, or - only for a rotated file
   (renamed, moved out, deleted, a copy) - until it has been quiet for ``rotate_grace_s``: then it
   is released as a line ending at the last byte. A truncated file's held line is released at once

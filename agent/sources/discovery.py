@@ -5,6 +5,11 @@ use :func:`glob.glob` with ``recursive=True``: ``**`` matches zero or more folde
 ``?`` never cross a ``/``, and hidden files are matched only by patterns that name the dot.
 Exclude patterns are matched against the full path, or against the file name when they contain
 no ``/`` (so ``exclude = ["*.tmp"]`` does what it says).
+
+Every matched path is ``lstat`` ed and resolved through :class:`~agent.sources.links.LinkPolicy`
+before anything else: a link the policy refuses is never stat'ed through nor opened, only
+remembered in :attr:`Globs.refused` for the report. Folders of sibling files (where rotations
+land) are listed without following links for the same reason.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from agent.sources.links import LinkPolicy, LinkRefused
 from agent.sources.options import SourceSpec
 
 DevIno = tuple[int, int]
@@ -78,9 +84,16 @@ def _segment(part: str) -> str:
 class Globs:
     """Compiled include/exclude rules of all sources, absolute paths."""
 
-    def __init__(self, specs: Sequence[SourceSpec], compressed: tuple[str, ...]) -> None:
+    def __init__(self, specs: Sequence[SourceSpec], compressed: tuple[str, ...],
+                 policy: LinkPolicy | None = None) -> None:
         self.specs = [(s.name, [os.path.abspath(p) for p in s.paths], _excludes(s.exclude)) for s in specs]
         self.compressed = compressed
+        self.policy = policy or LinkPolicy("within_roots", self.roots())
+        self.refused: dict[str, tuple[str, LinkRefused]] = {}  # path -> (source, why), last scan
+
+    def roots(self) -> list[str]:
+        """The fixed folder prefix of every glob: where the files may really be."""
+        return sorted({_static_base(p)[0] for _, patterns, _ in self.specs for p in patterns})
 
     def skip(self, path: str, excludes: list[tuple[re.Pattern[str], bool]]) -> bool:
         """Whether a matched path is excluded (by a pattern, or as a compressed file)."""
@@ -93,9 +106,11 @@ class Globs:
         """Stat every matching regular file; first source (then first path) wins a duplicate."""
         paths: dict[DevIno, list[str]] = {}
         found: dict[DevIno, Found] = {}
+        self.refused = {}
+        self.policy.begin_scan()
         for name, patterns, excludes in self.specs:
             for path in self._expand(patterns, excludes):
-                st = _stat(path)
+                st = self._stat(name, path)
                 if st is None:
                     continue
                 key = (st.st_dev, st.st_ino)
@@ -105,6 +120,21 @@ class Globs:
                 paths[key] = [path]
                 found[key] = Found(name, (path,), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         return {k: _with_paths(f, paths[k]) for k, f in found.items()}
+
+    def _stat(self, source: str, path: str) -> os.stat_result | None:
+        """Stat a regular file the policy lets us reach; remember refused links."""
+        try:
+            st = os.lstat(path)
+            link = stat.S_ISLNK(st.st_mode)
+            real = self.policy.resolve(path, link)
+            if link:
+                st = os.stat(real)
+        except LinkRefused as exc:
+            self.refused.setdefault(path, (source, exc))
+            return None
+        except OSError:
+            return None
+        return st if stat.S_ISREG(st.st_mode) else None
 
     def _expand(self, patterns: list[str], excludes: list[tuple[re.Pattern[str], bool]]) -> list[str]:
         out: set[str] = set()
@@ -142,14 +172,6 @@ def _static_base(pattern: str) -> tuple[str, bool]:
     return "/".join(fixed) or "/", False
 
 
-def _stat(path: str) -> os.stat_result | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st if stat.S_ISREG(st.st_mode) else None
-
-
 def _with_paths(f: Found, paths: list[str]) -> Found:
     if len(paths) == 1:
         return f
@@ -157,7 +179,8 @@ def _with_paths(f: Found, paths: list[str]) -> Found:
 
 
 def siblings(path: str, compressed: tuple[str, ...]) -> Iterator[tuple[str, os.stat_result]]:
-    """Regular, uncompressed files in the folder of ``path`` (where rotations usually land)."""
+    """Regular, uncompressed files in the folder of ``path`` (where rotations usually land);
+    symbolic links are not followed: a rotated file is never a link."""
     folder = os.path.dirname(path) or "."
     try:
         entries = list(os.scandir(folder))
@@ -167,7 +190,7 @@ def siblings(path: str, compressed: tuple[str, ...]) -> Iterator[tuple[str, os.s
         if compressed and entry.name.endswith(compressed):
             continue
         try:
-            st = entry.stat()
+            st = entry.stat(follow_symlinks=False)
         except OSError:
             continue
         if stat.S_ISREG(st.st_mode):

@@ -13,6 +13,7 @@ Kept apart from the scan logic so that the rules about descriptors live in one p
 from __future__ import annotations
 
 import errno
+import heapq
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,10 +21,14 @@ from typing import Any
 from agent.model import FileIdentity
 from agent.sources.handles import Opener, close_quietly, open_regular, read_head
 from agent.sources.identity import matches
+from agent.sources.links import LinkRefused
 from agent.sources.options import TailOptions
 from agent.sources.tracked import DevIno, Tracked
 
 Emit = Callable[[str, dict[str, Any]], None]
+# Inodes whose last identity is remembered (about 200 bytes each): far more files than are ever
+# deleted between two restarts of an agent; on restart the checkpoints' tail hashes decide.
+MAX_ENDED = 100_000
 
 
 class FileSet:
@@ -42,6 +47,13 @@ class FileSet:
         self.waiting: dict[DevIno, tuple[Tracked, int, float, bool]] = {}
         # previous generation of inodes whose next content discovery will open by path
         self.predecessors: dict[DevIno, Tracked] = {}
+        # The last identity of every inode whose file we finished (deleted, moved away,
+        # rewritten): a new file on a reused inode number is a new generation of it, whatever
+        # its first bytes, so it never gets a key whose committed offset would drop its lines.
+        self.ended: dict[DevIno, FileIdentity] = {}
+        # Active files that may hold a descriptor: where make_room looks for one to close, so
+        # that its cost follows max_open_files, not the number of files (10,000 and more).
+        self.holding: dict[DevIno, Tracked] = {}
         self.open_count = 0
         self.denied: set[str] = set()
         self._cap_reported = False
@@ -53,12 +65,18 @@ class FileSet:
         """Start tracking ``t`` (its descriptor, if any, came from :meth:`open_path`)."""
         self.active[t.devino] = t
         self.by_identity[t.ref.identity] = t
+        if t.fd is not None:
+            self.holding[t.devino] = t
 
     def retire(self, t: Tracked) -> None:
         """Nothing more will be read from ``t``; forget it once acks cover what it emitted."""
         t.done = True
         if self.active.get(t.devino) is t:
             del self.active[t.devino]
+        self.ended.pop(t.devino, None)  # re-inserted last: the oldest entries go first
+        self.ended[t.devino] = t.ref.identity
+        if len(self.ended) > MAX_ENDED:
+            del self.ended[next(iter(self.ended))]
         if t.replaced:
             self.close(t)  # the descriptor shows the next generation now
         self.retired.append(t)
@@ -107,6 +125,8 @@ class FileSet:
             return None
         try:
             fd, st = open_regular(self.opener, path)
+        except LinkRefused:
+            return None  # reported by the scan that lists it (file.link_refused)
         except PermissionError as exc:
             if path not in self.denied:
                 self.denied.add(path)
@@ -135,6 +155,7 @@ class FileSet:
             self._drop_fd(fd)
             return None
         t.fd = fd
+        self.holding[t.devino] = t
         try:
             same = matches(t.ref.identity, read_head(fd))
         except OSError:
@@ -154,14 +175,20 @@ class FileSet:
         if globbed:
             self.drop_waiting(globbed[0])
             return True
-        victims = [t for t in self.active.values() if t.fd is not None and _reopenable(t)]
+        if len(self.holding) > 2 * self.opt.max_open_files:  # forget the closed ones now and then
+            self.holding = {d: t for d, t in self.holding.items() if t.fd is not None and self.active.get(d) is t}
+        victims = [t for d, t in self.holding.items()
+                   if t.fd is not None and self.active.get(d) is t and _reopenable(t)]
         if not victims:
             if not self._cap_reported:
                 self._cap_reported = True
                 self.emit("files.open_cap_reached", {"max_open_files": self.opt.max_open_files})
             return False
-        victim = min(victims, key=lambda t: (t.pos < t.size, t.last_used))
-        self.close(victim)
+        # Close an eighth of the budget at once (fully read, least recently used first): the
+        # next opens then find room without another pass over the open files.
+        for victim in heapq.nsmallest(max(1, self.opt.max_open_files // 8), victims,
+                                      key=lambda t: (t.pos < t.size, t.last_used)):
+            self.close(victim)
         return True
 
     def close_idle(self, now: float) -> None:

@@ -18,8 +18,10 @@ Opener = Callable[[str], int]
 
 
 def default_open(path: str) -> int:
-    """Open read-only. ``O_NONBLOCK`` so a FIFO swapped in under a log's name cannot hang us."""
-    return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    """Open read-only. ``O_NONBLOCK`` so a FIFO swapped in under a log's name cannot hang us;
+    ``O_NOFOLLOW`` because the caller passes resolved paths (see :mod:`.links`): a link found
+    there was swapped in after the check."""
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
 
 
 def open_regular(opener: Opener, path: str) -> tuple[int, os.stat_result]:

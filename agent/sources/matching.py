@@ -12,12 +12,17 @@ Order of the questions asked about a file seen for the first time (it has >= 1 b
 4. Does an unclaimed checkpoint of another inode match its fingerprint and the tail hash at its
    offset? Then it is a copy made while we were away (copytruncate, cross-device move):
    continue from that offset under its own (dev, ino).
-5. Otherwise it is new: read from 0, or from the end for ``start_at = "end"`` on the first scan
+5. Is it on the inode number of a file we saw end (deleted, moved away, rewritten)? Then it is
+   a new file, read from 0 as the next generation of that inode: its key must differ even when
+   its first bytes are the same (a banner, a config dump), or the sink would drop its lines
+   below the old file's committed offset.
+6. Otherwise it is new: read from 0, or from the end for ``start_at = "end"`` on the first scan
    when no checkpoint knows its (dev, ino).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 
@@ -29,6 +34,10 @@ from agent.sources.identity import identify, matches, newest_match, same_head, t
 from agent.sources.options import SourceSpec, TailOptions
 from agent.sources.reader import LineSplitter
 from agent.sources.tracked import DevIno, Tracked
+
+# Bytes of a file's head that index the live files: JSON log lines all start alike
+# ('{"event":"span",...'), so the key must reach into the first line's timestamp or ids.
+HEAD_KEY = 256
 
 
 class Matcher:
@@ -42,10 +51,17 @@ class Matcher:
         self.start_at = {s.name: s.start_at for s in specs}
         self.unclaimed: dict[FileIdentity, Checkpoint] = {}
         self.by_inode: dict[DevIno, list[Checkpoint]] = {}
+        # by (fingerprint_len, fingerprint): finding the checkpoints a head matches costs one hash
+        # per distinct window length, not one per checkpoint (100,000 old rows stay cheap)
+        self.by_print: dict[tuple[int, str], list[Checkpoint]] = {}
         for cp in checkpoints:
             self.unclaimed[cp.identity] = cp
             self.by_inode.setdefault((cp.identity.dev, cp.identity.ino), []).append(cp)
+            self.by_print.setdefault((cp.identity.fingerprint_len, cp.identity.fingerprint), []).append(cp)
+        self.lengths = sorted({n for n, _ in self.by_print})
         self.deferred: dict[DevIno, tuple[float, int]] = {}
+        self.heads: dict[bytes, list[Tracked]] = {}
+        self.short_heads: list[Tracked] = []
         self.first_scan = True
 
     def identify(self, f: Found, fd: int, head: bytes, now: float) -> Tracked | None:
@@ -63,6 +79,9 @@ class Matcher:
             t = self.adopt_exact(f, fd, head, cp, now)
             if t is not None:
                 return t
+        ended = self.files.ended.pop(f.devino, None)
+        if ended is not None:  # a new file on the inode number of one we saw end
+            return self.track(f, fd, head, identify(f.dev, f.ino, head, ended), 0, None, now)
         ident = identify(f.dev, f.ino, head)
         return self.track(f, fd, head, ident, self._start(f, fd), None, now)
 
@@ -101,8 +120,30 @@ class Matcher:
         t.acked = t.emitted = cp.offset
         return t
 
+    def index_heads(self) -> None:
+        """Index the live files by their first bytes, once per rescan: asking "does a live file
+        start like this one?" for every new file must not cost a pass over all files."""
+        self.heads, self.short_heads = {}, []
+        for t in self.files:
+            self.note_head(t)
+
+    def note_head(self, t: Tracked) -> None:
+        if t.rotated or t.gone or not t.head:
+            return
+        if len(t.head) < HEAD_KEY:
+            self.short_heads.append(t)
+        else:
+            self.heads.setdefault(t.head[:HEAD_KEY], []).append(t)
+
+    def _live_like(self, head: bytes) -> bool:
+        if len(head) >= HEAD_KEY:
+            near = self.heads.get(head[:HEAD_KEY], []) + self.short_heads
+        else:
+            near = [t for ts in self.heads.values() for t in ts] + self.short_heads
+        return any(not t.rotated and not t.gone and same_head(t.head, head) for t in near)
+
     def _defer(self, f: Found, head: bytes, now: float) -> bool:
-        live = any(not t.rotated and not t.gone and same_head(t.head, head) for t in self.files)
+        live = self._live_like(head)
         if not live:
             self.deferred.pop(f.devino, None)
             return False
@@ -115,9 +156,23 @@ class Matcher:
         self.deferred[f.devino] = (since, f.size)
         return True
 
+    def matching(self, head: bytes) -> list[Checkpoint]:
+        """Unclaimed checkpoints whose fingerprint matches a file starting with ``head``."""
+        out: list[Checkpoint] = []
+        if not self.unclaimed:
+            return out
+        h = hashlib.blake2b(digest_size=16)
+        done = 0
+        for n in self.lengths:
+            if n > len(head):
+                break
+            h.update(head[done:n])
+            done = n
+            out += [c for c in self.by_print.get((n, h.copy().hexdigest()), ()) if c.identity in self.unclaimed]
+        return out
+
     def _adoptable(self, f: Found, head: bytes) -> list[Checkpoint]:
-        found = [c for c in self.unclaimed.values()
-                 if (c.identity.dev, c.identity.ino) != f.devino and matches(c.identity, head)]
+        found = [c for c in self.matching(head) if (c.identity.dev, c.identity.ino) != f.devino]
         return sorted(found, key=lambda c: (c.identity.fingerprint_len, -c.offset))
 
     def adopt_exact(self, f: Found, fd: int, head: bytes, cp: Checkpoint, now: float) -> Tracked | None:

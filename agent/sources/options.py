@@ -12,6 +12,7 @@ from typing import Literal
 
 from agent.errors import ConfigError
 from agent.model import FileRef
+from agent.sources.links import FOLLOW_MODES, FollowSymlinks
 
 StartAt = Literal["beginning", "end"]
 
@@ -58,6 +59,7 @@ class TailOptions:
       starve the others nor build one enormous batch.
     * ``idle_close_s``: a fully read live file untouched this long is closed (reopened by path
       and verified by identity when it grows).
+    * ``follow_symlinks``: ``within_roots`` | ``never`` | ``always``, see :mod:`.links`.
     """
 
     max_line_bytes: int = 1 << 20
@@ -73,8 +75,12 @@ class TailOptions:
     max_read_per_poll: int = 1 << 23
     idle_close_s: float = 60.0
     compressed_suffixes: tuple[str, ...] = COMPRESSED_SUFFIXES
+    follow_symlinks: FollowSymlinks = "within_roots"
 
     def __post_init__(self) -> None:
+        if self.follow_symlinks not in FOLLOW_MODES:
+            raise ConfigError("tail.follow_symlinks must be within_roots, never or always",
+                              key="tail.follow_symlinks", value=self.follow_symlinks)
         ints = {
             "max_line_bytes": self.max_line_bytes, "oversize_prefix_bytes": self.oversize_prefix_bytes,
             "max_open_files": self.max_open_files, "read_chunk": self.read_chunk,

@@ -16,24 +16,32 @@ Rules:
   newline costs no more memory than that.
 * A partial trailing line is held until its newline arrives, or until the caller *releases* it
   (its file was rotated away and stayed quiet): then it is emitted ending at the last byte read.
+* A run of NUL bytes is not part of any line (JSON never holds a raw NUL, so no valid line is
+  cut): it is ONE Line with data :data:`~agent.model.NUL_RUN` and ``oversize=True`` spanning the
+  run, which becomes a dead letter saying where and how long. Such runs are the hole a writer
+  without ``O_APPEND`` leaves after a copytruncate. Bytes of a line before a NUL run end that
+  line there (a fragment); the bytes after the run start a new line. Chunks without a NUL take
+  the fast path untouched (one ``memchr``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import partial
 from itertools import accumulate, islice, repeat
 from operator import add
 
-from agent.model import FileRef, Line
+from agent.model import NUL_RUN, FileRef, Line
 
 BOM = b"\xef\xbb\xbf"
+_NOT_NUL = re.compile(rb"[^\x00]")
 
 
 class LineSplitter:
     """Turns one file's byte stream into Lines, holding back the unterminated tail."""
 
-    __slots__ = ("max_line", "pending", "pos", "prefix", "ref", "skipping", "start")
+    __slots__ = ("in_nul", "max_line", "pending", "pos", "prefix", "ref", "skipping", "start")
 
     def __init__(self, ref: FileRef, pos: int, max_line: int, prefix: int) -> None:
         self.ref = ref
@@ -41,6 +49,7 @@ class LineSplitter:
         self.start = pos  # offset of the first byte of the pending line
         self.pending = bytearray()
         self.skipping = False  # inside an oversize line: pending holds only its prefix
+        self.in_nul = False  # start..pos is a run of NUL bytes (nothing in pending)
         self.max_line = max_line
         self.prefix = min(prefix, max_line)
 
@@ -52,10 +61,44 @@ class LineSplitter:
         """The same reading state continued in another file (a copytruncate copy)."""
         other = LineSplitter(ref, self.pos, self.max_line, self.prefix)
         other.start, other.pending, other.skipping = self.start, bytearray(self.pending), self.skipping
+        other.in_nul = self.in_nul
         return other
 
     def feed(self, data: bytes) -> list[Line]:
         """Consume the next bytes of the file; return the lines they complete."""
+        if self.in_nul or b"\0" in data:
+            return self._feed_nuls(data)
+        return self._feed(data)
+
+    def _feed_nuls(self, data: bytes) -> list[Line]:
+        """Slow path: cut NUL runs out of the byte stream (see the module docstring)."""
+        out: list[Line] = []
+        i, n = 0, len(data)
+        while i < n:
+            if self.in_nul:
+                m = _NOT_NUL.search(data, i)
+                j = n if m is None else m.start()
+                self.pos += j - i
+                i = j
+                if m is not None:
+                    out.append(self._end_nul())
+                continue
+            j = data.find(b"\0", i)
+            if j < 0:
+                out += self._feed(data[i:])
+                break
+            out += self._feed(data[i:j])
+            if self.has_partial:
+                out.append(self._finish(self.pos))  # a line fragment cut short by the run
+            self.in_nul, i = True, j
+        return out
+
+    def _end_nul(self) -> Line:
+        line = Line(self.ref, self.start, self.pos, NUL_RUN, True)
+        self.start, self.in_nul = self.pos, False
+        return line
+
+    def _feed(self, data: bytes) -> list[Line]:
         out: list[Line] = []
         base = self.pos
         self.pos += len(data)
@@ -81,7 +124,7 @@ class LineSplitter:
         """Emit the held-back partial line as it is (its writer is gone); ``None`` if none."""
         if not self.has_partial:
             return None
-        return self._finish(self.pos)
+        return self._end_nul() if self.in_nul else self._finish(self.pos)
 
     def _run(self, out: list[Line], body: bytes, start: int) -> None:
         """Append the lines of ``body`` (complete lines joined by ``\\n``, last one unterminated)."""

@@ -26,11 +26,12 @@ class Scanner:
     """Discovery, identification, reading and rotation, over one :class:`FileSet`."""
 
     def __init__(self, specs: Sequence[SourceSpec], checkpoints: Iterable[Checkpoint],
-                 options: TailOptions, files: FileSet, emit: Emit) -> None:
+                 options: TailOptions, files: FileSet, emit: Emit, globs: Globs | None = None) -> None:
         self.opt = options
         self.files = files
         self.emit = emit
-        self.globs = Globs(specs, options.compressed_suffixes)
+        self.globs = globs or Globs(specs, options.compressed_suffixes)
+        self.reported_links: set[tuple[str, str]] = set()
         self.matcher = Matcher(specs, checkpoints, options, files, emit)
         self.rotation = Rotation(self.globs, files, self.matcher, emit, options.rotate_grace_s)
         self.recovery = Recovery(self.globs, files, self.matcher, emit)
@@ -43,6 +44,7 @@ class Scanner:
         """Match the globs against what we track; pick up new inodes."""
         found = self.globs.scan()
         self.found = found
+        self._report_refused()
         out: list[Line] = []
         for t in self.files:
             f = found.get(t.devino)
@@ -50,6 +52,8 @@ class Scanner:
         self.rotation.next_generations(found, now)
         fresh = [f for d, f in found.items() if d not in self.files.active and d not in self.files.waiting]
         fresh.sort(key=lambda f: f.devino not in self.matcher.by_inode)  # checkpointed inodes first
+        if fresh:
+            self.matcher.index_heads()
         for f in fresh:
             self._discover(f, now)
         if self.matcher.first_scan:
@@ -58,6 +62,15 @@ class Scanner:
         self.matcher.first_scan = False
         self.scanned = True
         return out
+
+    def _report_refused(self) -> None:
+        """One event per refused (link, target) while it stays; never what it points to."""
+        now = {(path, exc.target) for path, (_, exc) in self.globs.refused.items()}
+        for path, (source, exc) in self.globs.refused.items():
+            if (path, exc.target) not in self.reported_links:
+                self.emit("file.link_refused", {"path": path, "target": exc.target, "source": source,
+                                                "reason": exc.reason, "policy": self.globs.policy.mode})
+        self.reported_links = now
 
     def _seen(self, t: Tracked, f: Found, found: dict[DevIno, Found], now: float) -> list[Line]:
         home = t.ref.path
@@ -95,6 +108,7 @@ class Scanner:
             self.backlog = self.backlog or f.devino in self.matcher.deferred
             return
         self.files.add(t)
+        self.matcher.note_head(t)
 
     def read_all(self, now: float) -> tuple[list[Line], bool]:
         """Read every file that may have grown; return the lines and whether any file turned

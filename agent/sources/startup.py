@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from agent.model import Checkpoint
+from agent.model import Checkpoint, FileIdentity
 from agent.sources.discovery import DevIno, Found, Globs, siblings
 from agent.sources.files import Emit, FileSet
 from agent.sources.handles import open_regular, read_head
@@ -49,7 +49,14 @@ class Recovery:
             by_inode = {(st.st_dev, st.st_ino): (p, st) for p, st in listing}
             strangers = sorted(listing, key=lambda e: -e[1].st_mtime_ns)[:MAX_CANDIDATES]
             heads: dict[str, bytes] = {}
-            for cp in sorted(cps, key=lambda c: c.identity.fingerprint_len):
+            # Only checkpoints some file here could continue are looked at: a folder of many
+            # long-gone files' checkpoints costs one fingerprint lookup per file, not per pair.
+            of: dict[str, set[FileIdentity]] = {
+                e[0]: {c.identity for c in self.matcher.matching(self._head(heads, e[0]))} for e in strangers}
+            mine = {c.identity for c in cps}
+            hits = set().union(*of.values()) & mine if of else set()
+            todo = [c for c in cps if c.identity in hits or (c.identity.dev, c.identity.ino) in by_inode]
+            for cp in sorted(todo, key=lambda c: c.identity.fingerprint_len):
                 inode = (cp.identity.dev, cp.identity.ino)
                 if cp.identity not in self.matcher.unclaimed:
                     continue
@@ -58,7 +65,7 @@ class Recovery:
                 # Not moved: whether the inode now holds other content, is gone, or its number was
                 # reused by a new file, a copy of the checkpointed content may hold the rest.
                 for entry in strangers:
-                    if entry[1].st_size > cp.offset and matches(cp.identity, self._head(heads, entry[0])) \
+                    if entry[1].st_size > cp.offset and cp.identity in of[entry[0]] \
                             and self._drain(entry, cp, now, copy=True):
                         break
 

@@ -16,14 +16,17 @@ names a copytruncate copy), ``rotation.copytruncate``, ``rotation.copy_adopted``
 ``rotation.out_of_globs`` / ``file.deleted`` (unread bytes, drained through the open handle),
 ``rotation.unread_outside_globs`` (bytes that could not be read: lost, with the count),
 ``line.partial_released`` (an unterminated tail released after the grace period),
-``file.read_failed`` (an I/O error; retried on the next step), ``watch.failed`` (events off
-until the next rescan restarts the watcher; polling continues meanwhile).
+``file.read_failed`` (an I/O error; retried on the next step), ``file.link_refused`` (a
+symbolic link the ``follow_symlinks`` policy forbids: its path and target, once while it stays),
+``watch.failed`` (events off until the next rescan restarts the watcher; polling continues
+meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -32,10 +35,12 @@ from typing import Any
 from watchfiles import Change
 
 from agent.model import Checkpoint, FileRef, Line
+from agent.sources.discovery import Globs
 from agent.sources.files import FileSet
 from agent.sources.handles import Opener, default_open, open_regular, read_before, read_head
 from agent.sources.identity import REWRITTEN, UNKNOWN, matches
 from agent.sources.identity import tail_hash as digest_tail
+from agent.sources.links import LinkPolicy
 from agent.sources.options import FileStatus, SourceSpec, TailOptions
 from agent.sources.scanner import Scanner
 from agent.sources.tracked import Tracked
@@ -57,9 +62,12 @@ class Tailer:
         self.options = options or TailOptions()
         self._on_event = on_event
         self._clock = clock
-        self._opener = opener
-        self._files = FileSet(self.options, opener, self._emit)
-        self._scanner = Scanner(sources, checkpoints, self.options, self._files, self._emit)
+        globs = Globs(sources, self.options.compressed_suffixes)
+        globs.policy = policy = LinkPolicy(self.options.follow_symlinks, globs.roots())
+        # Every open of a path goes through the link policy: the scan, reopen, copies, peeks.
+        self._opener = functools.partial(policy.open, opener)
+        self._files = FileSet(self.options, self._opener, self._emit)
+        self._scanner = Scanner(sources, checkpoints, self.options, self._files, self._emit, globs)
         self._paused = False
         self._stopped = False
         self._rescan_due = 0.0
@@ -200,6 +208,17 @@ class Tailer:
         """Every tracked file: size, read and acknowledged offsets (``size - acked`` = behind)."""
         tracked = list(self._files) + list(self._files.retired)
         return [FileStatus(t.ref, t.path, t.size, t.pos, t.acked, t.fd is not None, t.rotated) for t in tracked]
+
+    def gone_checkpoints(self) -> list[str] | None:
+        """Keys of the checkpoints nothing continued at the first scan (their files are gone),
+        or ``None`` before that scan."""
+        if not self._scanner.scanned:
+            return None
+        return [cp.identity.key for cp in self._scanner.matcher.unclaimed.values()]
+
+    def refused(self) -> list[tuple[str, str, str, str]]:
+        """Paths the link policy refused at the last scan: (source, link, target, reason)."""
+        return [(src, path, exc.target, exc.reason) for path, (src, exc) in self._scanner.globs.refused.items()]
 
     def idle(self) -> bool:
         """Every tracked file is read to its end (a held-back partial line does not count)."""

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import random
 
-from agent.model import FileIdentity, FileRef, Line
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.model import NUL_RUN, FileIdentity, FileRef, Line
 from agent.sources.reader import BOM, LineSplitter
 
 REF = FileRef("s", "/x.log", FileIdentity(1, 2, "f" * 32, 10))
@@ -98,3 +101,62 @@ def test_moved_to_continues_the_partial_in_another_file() -> None:
     other_ref = FileRef("s", "/x.log", FileIdentity(1, 3, "f" * 32, 10))
     other = s.moved_to(other_ref)
     assert other.feed(b"ial\n") == [Line(other_ref, 2, 10, b"partial")]
+
+
+# ---- NUL runs (issue 10): not part of any line, one marker Line per run ----------------------
+
+def _shape(lines: list[Line]) -> list[tuple[int, int, bytes, bool]]:
+    return [(x.start, x.end, x.data, x.oversize) for x in lines]
+
+
+def test_nul_hole_before_a_line_is_one_run_and_the_line_is_whole() -> None:
+    lines, s = split(b"\0" * 100 + b'{"a":1}\n')
+    assert _shape(lines) == [(0, 100, NUL_RUN, True), (100, 108, b'{"a":1}', False)]
+    assert not s.has_partial
+
+
+def test_nul_run_across_chunks_is_still_one_run() -> None:
+    lines, _ = split(b"a\n\0\0", b"\0" * 70000, b"\0b\n")
+    assert _shape(lines) == [(0, 2, b"a", False), (2, 70005, NUL_RUN, True), (70005, 70007, b"b", False)]
+
+
+def test_nul_run_inside_a_line_ends_the_fragment_before_it() -> None:
+    lines, _ = split(b'{"cut":', b"\0\0\0", b'{"b":2}\n')
+    assert _shape(lines) == [(0, 7, b'{"cut":', False), (7, 10, NUL_RUN, True), (10, 18, b'{"b":2}', False)]
+
+
+def test_trailing_nul_run_is_held_and_released_as_a_run() -> None:
+    lines, s = split(b"a\n\0\0\0")
+    assert _shape(lines) == [(0, 2, b"a", False)]
+    assert s.has_partial
+    released = s.release()
+    assert released is not None and _shape([released]) == [(2, 5, NUL_RUN, True)]
+    assert s.release() is None
+
+
+def test_nul_run_state_moves_with_a_copy() -> None:
+    s = LineSplitter(REF, 0, 100, 10)
+    s.feed(b"\0\0")
+    other = s.moved_to(REF)
+    assert _shape(other.feed(b"\0x\n")) == [(0, 3, NUL_RUN, True), (3, 5, b"x", False)]
+
+
+@given(st.lists(st.sampled_from([b"\0", b"\0" * 7, b"ab", b"\n", b"{}\n", b"\r\n"]), max_size=40),
+       st.lists(st.integers(min_value=1, max_value=200), max_size=8))
+def test_nul_splitting_does_not_depend_on_chunking(pieces: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(pieces)
+    whole, ws = split(data)
+    bounds = sorted({c for c in cuts if c < len(data)})
+    chunks = [data[a:b] for a, b in zip([0, *bounds], [*bounds, len(data)], strict=True)]
+    parts, ps = split(*chunks)
+    assert parts == whole
+    tail = [x for x in (ws.release(),) if x is not None]
+    assert [x for x in (ps.release(),) if x is not None] == tail
+    covered = whole + tail
+    # every byte is in exactly one Line, in order, and no Line but a run marker holds a NUL
+    assert [x.start for x in covered] == [0, *[x.end for x in covered]][: len(covered)]
+    assert not covered or covered[-1].end == len(data)
+    assert all(b"\0" not in x.data or x.data == NUL_RUN for x in covered)
+    for x in covered:
+        if x.data == NUL_RUN and x.oversize:
+            assert set(data[x.start:x.end]) == {0}

@@ -363,3 +363,32 @@ def test_tail_hash_of_a_truncated_file_comes_from_its_copy(tmp_path: Path) -> No
     pw.lines(1)
     t2.poll_once()
     assert t2.tail_hash(got2[0].file, got2[0].end) == REWRITTEN
+
+
+def test_new_file_on_a_reused_inode_gets_a_new_key_whatever_its_head(tmp_path: Path) -> None:
+    """Issue 10: deleted, let go, recreated on the freed inode with byte-identical first bytes.
+    The same key would make the sink drop the new file's lines below the old committed offset."""
+    header = b"x" * 4095 + b"\n"
+    log = tmp_path / "app.log"
+    log.write_bytes(header + b"old-1\nold-2\n")
+    ino = log.stat().st_ino
+    clock, sink = Clock(), Sink()
+    t = tailer([tmp_path / "*.log"], clock=clock, rotate_grace_s=1)
+    sink.drain(t)
+    old_key = sink.lines[-1].file.identity.key
+    log.unlink()
+    for _ in range(3):
+        clock.advance(2)
+        sink.poll(t)
+    assert t.files() == []  # let go of: the inode is free
+    for i in range(50):  # the freed inode number comes back at once on ext4; elsewhere skip
+        log.write_bytes(header + b"new\n")
+        if log.stat().st_ino == ino:
+            break
+        (tmp_path / f"hold{i}").write_bytes(b"")
+        log.unlink()
+    else:
+        pytest.skip("this filesystem does not reuse inode numbers soon")
+    got = sink.drain(t)
+    assert [x.data for x in got] == [header[:-1], b"new"]
+    assert {x.file.identity.key for x in got} != {old_key}
