@@ -114,7 +114,8 @@ async def test_sync_status_with_two_versions_of_one_path(
     time.sleep(0.5)
     assert agent.term() == 0, agent.output()
     assert "sync.failed" not in agent.output()
-    status = await db.fetch("SELECT entity_id, sync_status FROM observability.provider_sync_status")
+    status = await db.fetch("SELECT entity_id, sync_status FROM observability.provider_sync_status "
+                            "WHERE entity_type = 'file'")  # not the agent's own row
     assert [(r["entity_id"], r["sync_status"]) for r in status] == [(f"e2e-agent:{path}", "synced")]
     got = await seqs(db)
     got[100] += 1  # the unterminated line 100 was cut by the rotation: its 30 bytes are the dead letter
@@ -148,7 +149,8 @@ async def test_symlink_escape_is_refused_and_reported(
     assert_exact(await seqs(db), 150)
     assert await dead_letters(db) == []
     status = {r["entity_id"].split(":", 1)[1]: (r["sync_status"], r["error_message"]) for r in await db.fetch(
-        "SELECT entity_id, sync_status, error_message FROM observability.provider_sync_status")}
+        "SELECT entity_id, sync_status, error_message FROM observability.provider_sync_status "
+        "WHERE entity_type = 'file'")}
     refused = {p: m for p, (s, m) in status.items() if s == "refused"}
     assert sorted(refused) == sorted(str(logs / n) for n in ("evil.log", "esc.log", "up.log", "dirlink/x.log"))
     assert "/etc/passwd" in refused[str(logs / "evil.log")]
