@@ -309,11 +309,15 @@ class Runner:
     async def _ops_loop(self) -> None:
         """Ping the database (readiness) and refresh provider_sync_status."""
         period = self.settings.ops.sync_interval_ms / 1000
+        # A job that hangs (a connection the server dropped without a word) must not freeze the
+        # readiness this loop keeps: each round is bounded, and the next ping tries again.
+        bound = 2 * self.settings.database.connect_timeout_s + self.settings.database.statement_timeout_ms / 1000
         while True:
             self._db_ok = await self.sink.ping()
             if self._db_ok:
-                await self._report_sync()
-                await self._prune_once()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._report_sync(), timeout=bound)
+                    await asyncio.wait_for(self._prune_once(), timeout=bound)
             await asyncio.sleep(period)
 
     async def _prune_once(self) -> None:

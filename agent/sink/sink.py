@@ -193,9 +193,11 @@ class Sink:
 
     async def ping(self) -> bool:
         """True when the database answers on the jobs connection (simple protocol: no statement)."""
+        limit = self.settings.database.connect_timeout_s
         try:
-            async with self.jobs() as conn:
-                await conn.execute("SELECT 1", timeout=self.settings.database.connect_timeout_s)
+            # Bounded as a whole: waiting for the jobs connection (another job holds it) counts too.
+            async with asyncio.timeout(2 * limit), self.jobs() as conn:
+                await conn.execute("SELECT 1", timeout=limit)
         except Exception as exc:
             self.health.last_error = self.redact(str(classify(exc)))
             return False
