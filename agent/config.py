@@ -157,6 +157,7 @@ class SchemaSettings(_Section):
     compress_after_days: int = Field(default=7, ge=1)
     retention_days: int = Field(default=90, ge=1)
     chat_retention_days: int = Field(default=365, ge=1)
+    logs_retention_days: int = Field(default=14, ge=1)
 
 
 class Settings(BaseSettings):
