@@ -365,7 +365,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         return EXIT_OK
     console = Console(width=args.width, highlight=False, soft_wrap=False)
     for line in render(view, console.width, fold=not args.all):
-        console.print(line, no_wrap=True, overflow="crop", crop=True)
+        console.print(line)
     return EXIT_OK
 
 

@@ -122,12 +122,11 @@ def _tokens(i: int | None, o: int | None) -> str:
 def _span_label(r: SpanRow) -> str:
     s = r.span
     mark = "✗ " if s.status == "failed" else ""
-    orphan = " (parent missing)" if r.orphan else ""
-    return f"{'  ' * r.depth}{mark}{s.name} [{s.span_type}]{orphan}"
+    return f"{'  ' * r.depth}{mark}{s.name} [{s.span_type}]"
 
 
-def _span_details(s: SpanView) -> str:
-    parts = [fmt_ms(s.duration_ms), s.status if s.status != "completed" else ""]
+def _span_details(s: SpanView, orphan: bool) -> str:
+    parts = [fmt_ms(s.duration_ms), "(parent missing)" if orphan else "", s.status if s.status != "completed" else ""]
     parts += [s.model or "", _tokens(s.input_tokens, s.output_tokens), fmt_cost(s.cost_usd)]
     if s.status == "failed" and (s.error_type or s.error_message):
         parts.append(f"{s.error_type or 'error'}: {s.error_message or ''}".strip())
@@ -145,7 +144,7 @@ def _label(r: Row) -> str:
 
 def _details(r: Row, axis: Axis) -> str:
     if isinstance(r, SpanRow):
-        return _span_details(r.span)
+        return _span_details(r.span, r.orphan)
     if isinstance(r, LogRow):
         lg = r.log
         return "  ".join(p for p in (f"+{fmt_ms(_ms(lg.at - axis.start))}", lg.logger or "") if p)
@@ -203,7 +202,8 @@ def _header_lines(view: TraceView, t: Totals, start: datetime) -> list[Text]:
 
 
 def render(view: TraceView, width: int, *, fold: bool = True, max_rows: int = MAX_ROWS) -> list[Text]:
-    """The waterfall as lines of at most ``width`` cells (rich Text, styled)."""
+    """The waterfall as lines (rich Text, styled): the bar lines are ``width`` cells at most and
+    never wrap (``no_wrap``), the header and footer wrap like prose."""
     start, end = bounds(view)
     t = totals(view)
     all_rows = rows(view, fold=fold)
@@ -211,17 +211,18 @@ def render(view: TraceView, width: int, *, fold: bool = True, max_rows: int = MA
     labels = [_label(r) for r in shown]
     axis_probe = Axis(start, max(_ms(end - start), 1.0), 1)
     details = [_details(r, axis_probe) for r in shown]
-    lw = min(max([len(x) for x in labels] + [16]), max(16, int(width * 0.35)))
-    dw = min(max([len(x) for x in details] + [8]), max(8, int(width * 0.30)))
+    lw = min(max([len(x) for x in labels] + [16]), max(16, int(width * 0.30)))
+    dw = min(max([len(x) for x in details] + [8]), max(8, int(width * 0.40)))
     bw = max(10, width - lw - dw - 2)
     axis = Axis(start, max(_ms(end - start), 1.0), bw)
     out = _header_lines(view, t, start)
     scale = f"0 ms{fmt_ms(axis.total_ms).rjust(bw - 4)}"
-    out.append(Text(" " * (lw + 1) + scale, style="dim"))
-    out.append(Text(" " * (lw + 1) + "├" + "─" * (bw - 2) + "┤", style="dim"))
+    out.append(Text(" " * (lw + 1) + scale, style="dim", no_wrap=True, overflow="crop"))
+    out.append(Text(" " * (lw + 1) + "├" + "─" * (bw - 2) + "┤", style="dim", no_wrap=True, overflow="crop"))
     for r, label, detail in zip(shown, labels, details, strict=True):
         style = _style(r)
-        line = Text(_cut(label, lw).ljust(lw) + " ", style=style if isinstance(r, SpanRow | LogRow) else "dim")
+        line = Text(_cut(label, lw).ljust(lw) + " ", style=style if isinstance(r, SpanRow | LogRow) else "dim",
+                    no_wrap=True, overflow="crop")
         line.append(_bar(r, axis), style=style)
         line.append(" " + _cut(detail, dw), style="red" if style == "bold red" else "dim")
         out.append(line)

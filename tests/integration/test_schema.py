@@ -196,7 +196,8 @@ async def test_migrate_reports_mode_and_layout(empty_dsn: str) -> None:
     result = await migrate(settings.database, empty_dsn, settings.schema_)
     assert result.mode.describe().startswith(("plain PostgreSQL", "TimescaleDB "))
     assert [h.table for h in result.layout] == (
-        ["chat_messages", "document_events", "logs", "metrics_aggregates", "spans", "traces"] if result.mode.timescaledb else []
+        ["chat_messages", "document_events", "logs", "metrics_aggregates", "spans", "traces"]
+        if result.mode.timescaledb else []
     )
     c = await asyncpg.connect(empty_dsn)
     try:
