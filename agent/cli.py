@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from agent import __version__
 from agent.config import CONFIG_ENV, Settings, effective_config, load_settings, mask_dsn

@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 
 from agent.config import DatabaseSettings, mask_dsn
-from agent.errors import HypertailError
+from agent.errors import CommandError, HypertailError
 from agent.sink.classify import DRIVER_ERRORS, one_line
 from agent.sink.connect import connect
 from agent.views.model import (
@@ -30,7 +30,7 @@ from agent.views.model import (
 )
 
 
-class TraceReadError(HypertailError):
+class TraceReadError(CommandError):
     """The database could not be read (unreachable, no schema, no privilege)."""
 
 
