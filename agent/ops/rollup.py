@@ -1,4 +1,5 @@
-"""Percentile rollups of spans into ``observability.metrics_aggregates`` (design §6).
+"""Percentile rollups of spans into ``observability.metrics_aggregates`` (design §6), plus
+request durations per operation type (``trace.duration_ms``) and log lines per level (``log.lines``).
 
 Why it works the way it does:
 
@@ -164,6 +165,9 @@ SELECT count(*) FROM (
     UNION
     SELECT date_trunc($1::text, "timestamp", 'UTC') FROM observability.traces
     WHERE "timestamp" >= $2 AND "timestamp" < $3 AND duration_ms IS NOT NULL
+    UNION
+    SELECT date_trunc($1::text, "timestamp", 'UTC') FROM observability.logs
+    WHERE "timestamp" >= $2 AND "timestamp" < $3
 ) b
 """
 
@@ -185,7 +189,22 @@ WITH fresh AS (
 ),
 """
 
-# The write half shared by both: upsert the fresh groups, empty the vanished ones ($5: the
+# Log volume: ordinary log lines per level (a count; the value statistics stay NULL).
+_FRESH_LOGS = """
+WITH fresh AS (
+    SELECT date_trunc($1::text, l."timestamp", 'UTC') AS bucket,
+           'log.lines'::text AS metric_type,
+           jsonb_strip_nulls(jsonb_build_object('granularity', $4::text, 'level', l.level)) AS dimensions,
+           count(*) AS n, count(*)::float8 AS total, NULL::float8 AS lo, NULL::float8 AS hi,
+           NULL::float8 AS mean, NULL::float8[] AS pct
+    FROM observability.logs AS l
+    WHERE l."timestamp" >= $2 AND l."timestamp" < $3
+    GROUP BY 1, 2, GROUPING SETS ((), (l.level))
+    HAVING GROUPING(l.level) = 1 OR l.level IS NOT NULL
+),
+"""
+
+# The write half shared by all three: upsert the fresh groups, empty the vanished ones ($5: the
 # metric types the statement owns, so neither empties the other's rows).
 _WRITE = """
 upserted AS (
@@ -219,7 +238,9 @@ SELECT (SELECT count(*) FROM fresh) AS rows,
 """
 _ROLLUP = _FRESH_SPANS + _WRITE
 _ROLLUP_TRACES = _FRESH_TRACES + _WRITE
+_ROLLUP_LOGS = _FRESH_LOGS + _WRITE
 TRACE_METRIC_TYPES = ("trace.duration_ms",)
+LOG_METRIC_TYPES = ("log.lines",)
 
 
 async def _ran_recently(conn: Connection, now: datetime, min_interval: timedelta) -> bool:
@@ -243,8 +264,10 @@ async def _rollup_width(
         return 0, 0, 0
     r = await conn.fetchrow(_ROLLUP, g.unit, lo, hi, g.label, list(METRIC_TYPES))
     t = await conn.fetchrow(_ROLLUP_TRACES, g.unit, lo, hi, g.label, list(TRACE_METRIC_TYPES))
+    lg = await conn.fetchrow(_ROLLUP_LOGS, g.unit, lo, hi, g.label, list(LOG_METRIC_TYPES))
     buckets = await conn.fetchval(_BUCKETS, g.unit, lo, hi)
-    return int(buckets), int(r["rows"]) + int(t["rows"]), int(r["changed"]) + int(t["changed"])
+    parts = (r, t, lg)
+    return int(buckets), sum(int(p["rows"]) for p in parts), sum(int(p["changed"]) for p in parts)
 
 
 async def run_rollup(

@@ -481,3 +481,17 @@ async def test_requests_are_rolled_up_per_operation_type(conn: asyncpg.Connectio
         assert got[op][0] == len(xs) and got[op][1] == pytest.approx(percentile_cont(xs, 0.95)), op
     second = await run_rollup(conn, now=NOW)
     assert second.changed == 0 and second.rows == first.rows
+
+
+async def test_log_lines_are_counted_per_level(conn: asyncpg.Connection) -> None:
+    minute = truncate(NOW, MINUTE.width) - timedelta(minutes=3)
+    levels = ["info"] * 5 + ["error"] * 2 + [None]
+    for i, level in enumerate(levels):
+        await conn.execute(
+            "INSERT INTO observability.logs (id, \"timestamp\", level, event) VALUES ($1, $2, $3, 'e')",
+            uuid.uuid4(), minute + timedelta(seconds=i), level)
+    await run_rollup(conn, now=NOW)
+    rows = await conn.fetch(
+        "SELECT dimensions->>'level' AS level, count, sum FROM observability.metrics_aggregates "
+        "WHERE metric_type = 'log.lines' AND bucket = $1 AND dimensions->>'granularity' = '1m'", minute)
+    assert {r["level"]: (r["count"], r["sum"]) for r in rows} == {None: (8, 8.0), "info": (5, 5.0), "error": (2, 2.0)}
