@@ -215,7 +215,11 @@ def test_demo_runs_on_a_fresh_machine(embedded_dir: Path) -> None:
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     counts = dict(re.findall(r"observability\.(\w+)\s+(\d+)\s+\d+", out.stdout))
-    assert set(counts) == {"traces", "spans", "chat_messages", "document_events", "metrics_aggregates",
+    assert set(counts) == {"traces", "spans", "chat_messages", "document_events", "logs", "metrics_aggregates",
                            "provider_sync_status"}
     assert all(int(n) > 0 for n in counts.values()), counts
-    assert "└─" in out.stdout and "ingesting" in out.stderr
+    assert "ingesting" in out.stderr
+    # it ends with the waterfall of one trace, its log lines among the spans (issue 13)
+    waterfall = out.stdout[out.stdout.index("\ntrace "):]
+    assert "├" in waterfall and "█" in waterfall and "• INFO chat.question" in waterfall, waterfall
+    assert "see it again: HYPERTAIL_DATABASE__DSN=" in waterfall and " hypertail trace " in waterfall
