@@ -1,4 +1,4 @@
--- hypertail schema, version 1.
+-- hypertail schema, version 2 (2 added observability.logs).
 --
 -- Idempotent: every statement is guarded, so applying this file again changes nothing, and
 -- applying it over an older version adds what is missing (tables are created with their keys,
@@ -270,7 +270,8 @@ ALTER TABLE hypertail.schema_version
     ADD COLUMN IF NOT EXISTS applied_at timestamptz NOT NULL DEFAULT now(),
     -- What was applied (this file's text and the mode), so an agent's start skips an unchanged schema.
     ADD COLUMN IF NOT EXISTS checksum   text;
-INSERT INTO hypertail.schema_version (version) VALUES (1) ON CONFLICT (version) DO NOTHING;
+-- Version 2 added observability.logs: an agent that may not apply the schema waits for it.
+INSERT INTO hypertail.schema_version (version) VALUES (2) ON CONFLICT (version) DO NOTHING;
 
 -- One row per tailed file identity; `committed_offset` moves in the same transaction as the rows.
 CREATE TABLE IF NOT EXISTS hypertail.checkpoints (

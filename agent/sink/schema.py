@@ -13,7 +13,7 @@ from agent.errors import CommandError, SchemaError
 from agent.sink.classify import DRIVER_ERRORS, one_line
 from agent.sink.connect import connect
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: observability.logs
 
 
 def schema_sql() -> str:
