@@ -112,13 +112,13 @@ FROM generate_series($2::bigint, $3::bigint) g
 BIG = """
 INSERT INTO observability.spans (span_id, "timestamp", trace_id, parent_span_id, name, span_type, status, duration_ms)
 SELECT 'f' || lpad(to_hex(g), 15, '0'), $1::timestamptz + g * interval '3 ms', $2,
-       CASE WHEN g = 0 THEN NULL ELSE 'f' || lpad(to_hex(g / 50 * 50), 15, '0') END,
+       CASE WHEN g = 0 THEN NULL ELSE 'f' || lpad(to_hex(g / 50), 15, '0') END,
        'chunk ' || (g % 40), 'embedding', 'completed', 2
 FROM generate_series(0, 9999) g
 """
 BIG_LOGS = """
 INSERT INTO observability.logs (id, "timestamp", trace_id, span_id, level, event, source)
-SELECT gen_random_uuid(), $1::timestamptz + g * interval '15 ms', $2, 'f' || lpad(to_hex(g * 5 / 50 * 50), 15, '0'),
+SELECT gen_random_uuid(), $1::timestamptz + g * interval '15 ms', $2, 'f' || lpad(to_hex(g * 5 / 50), 15, '0'),
        'info', 'embedded a chunk', 'bench'
 FROM generate_series(0, 1999) g
 """

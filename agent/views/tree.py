@@ -4,7 +4,13 @@ Pure layout logic, separate from drawing so that tests (and ``--json``) see the 
 trace of 10,000 spans is made readable by *folding*: among the children of one span, a name
 that repeats more than :data:`FOLD_AT` times shows its first :data:`KEEP` spans and one line for
 the rest (their count, time range, tokens and cost). Failed spans are never folded away: an
-error is what a user opens the waterfall for.
+error is what a user opens the waterfall for. When a trace is still too big for the row budget
+(thousands of distinct names), the deepest levels are folded instead: below a depth chosen so
+that the rows fit, a span shows one line for everything nested under it.
+
+Parent links are data, not a promise: a span whose parent never landed is drawn at the top
+level, and spans whose parents form a cycle (corrupt or hand-written data) are drawn too, from
+the earliest of them, instead of vanishing.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ class LogRow:
 
 @dataclass(frozen=True, slots=True)
 class FoldRow:
-    """Spans of one name under one parent, folded into a line (with everything below them)."""
+    """Spans folded into a line (with everything below them): the later spans of one ``name``
+    under one parent, or (``name`` empty) everything nested under one span at the depth limit."""
 
     name: str
     span_type: str
@@ -65,18 +72,33 @@ class _Tree:
         self.logs: dict[str | None, list[LogView]] = defaultdict(list)
         for log in view.logs:
             self.logs[log.span_id if log.span_id in ids else None].append(log)
+        self._adopt_cycles(view)
+
+    def _descendants(self, start: list[str]) -> set[str]:
+        seen: set[str] = set()
+        stack = list(start)
+        while stack:
+            sid = stack.pop()
+            if sid in seen:
+                continue
+            seen.add(sid)
+            stack.extend(k.span_id for k in self.spans.get(sid, ()))
+        return seen
+
+    def _adopt_cycles(self, view: TraceView) -> None:
+        """Spans not reachable from the top level sit on a parent cycle: lift the earliest of each."""
+        reached = self._descendants([s.span_id for s in self.spans.get(None, [])])
+        for s in sorted(view.spans, key=lambda s: (s.started, s.span_id)):
+            if s.span_id not in reached:
+                self.spans[None].append(s)
+                self.orphans.add(s.span_id)
+                reached |= self._descendants([s.span_id])
 
     def below(self, span_id: str) -> tuple[int, int]:
         """How many spans and log lines are under ``span_id`` (iteratively: traces can be deep)."""
-        spans = logs = 0
-        stack = [span_id]
-        while stack:
-            sid = stack.pop()
-            logs += len(self.logs.get(sid, ()))
-            kids = self.spans.get(sid, ())
-            spans += len(kids)
-            stack.extend(k.span_id for k in kids)
-        return spans, logs
+        found = self._descendants([span_id]) - {span_id}
+        logs = sum(len(self.logs.get(sid, ())) for sid in found) + len(self.logs.get(span_id, ()))
+        return len(found), logs
 
 
 def _fold(group: list[SpanView], tree: _Tree, depth: int) -> FoldRow:
@@ -114,14 +136,57 @@ def _children(tree: _Tree, parent: str | None, depth: int, fold: bool) -> list[t
     return entries
 
 
-def rows(view: TraceView, *, fold: bool = True) -> list[Row]:
-    """Depth-first rows of the trace (iterative, so a 10,000-deep chain cannot overflow the stack)."""
-    tree = _Tree(view)
+def _fold_below(tree: _Tree, span_id: str, depth: int) -> FoldRow:
+    """Everything nested under ``span_id`` as one line (the depth limit was reached)."""
+    kids = tree.spans.get(span_id, [])
+    if not kids:
+        logs = tree.logs.get(span_id, [])
+        at = min(lg.at for lg in logs)
+        return FoldRow("", "", depth, 0, 0, at, max(lg.at for lg in logs), 0, 0, Decimal(0), len(logs))
+    f = _fold(kids, tree, depth)
+    own_logs = len(tree.logs.get(span_id, ()))
+    return FoldRow("", "", depth, f.count, f.nested, f.started, f.ended, f.input_tokens, f.output_tokens,
+                   f.cost_usd, f.logs + own_logs)
+
+
+def _walk(tree: _Tree, fold: bool, cap: int | None) -> list[Row]:
+    """Depth-first rows (iterative, so a 10,000-deep chain cannot overflow the stack); below depth
+    ``cap`` a span's contents become one fold line."""
     out: list[Row] = []
+    seen: set[str] = set()
     stack: list[Row] = [e[2] for e in reversed(_children(tree, None, 0, fold))]
     while stack:
         row = stack.pop()
-        out.append(row)
         if isinstance(row, SpanRow):
-            stack.extend(e[2] for e in reversed(_children(tree, row.span.span_id, row.depth + 1, fold)))
+            sid = row.span.span_id
+            if sid in seen:
+                continue
+            seen.add(sid)
+        out.append(row)
+        if not isinstance(row, SpanRow):
+            continue
+        if cap is not None and row.depth >= cap:
+            if tree.spans.get(sid) or tree.logs.get(sid):
+                out.append(_fold_below(tree, sid, row.depth + 1))
+            continue
+        stack.extend(e[2] for e in reversed(_children(tree, sid, row.depth + 1, fold)))
     return out
+
+
+def rows(view: TraceView, *, fold: bool = True, max_rows: int | None = None) -> list[Row]:
+    """The rows of the waterfall: everything with ``fold=False``; else repeated names folded, and
+    if that is still more than ``max_rows``, the deepest depth limit whose rows fit."""
+    tree = _Tree(view)
+    full = _walk(tree, fold, None)
+    if not fold or max_rows is None or len(full) <= max_rows:
+        return full
+    deepest = max(r.depth for r in full)
+    lo, hi, best = 0, deepest - 1, _walk(tree, fold, 0)
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        got = _walk(tree, fold, mid)
+        if len(got) <= max_rows:
+            best, lo = got, mid + 1
+        else:
+            hi = mid - 1
+    return best

@@ -139,6 +139,9 @@ def _label(r: Row) -> str:
     if isinstance(r, LogRow):
         lg = r.log
         return f"{'  ' * r.depth}{LOG_MARK} {(lg.level or 'log').upper()} {lg.event or ''}".rstrip()
+    if not r.name:
+        what = f"{r.count} spans" if r.count else f"{r.logs} log lines"
+        return f"{'  ' * r.depth}⋯ {what} below"
     return f"{'  ' * r.depth}⋯ {r.count} more {r.name} [{r.span_type}]"
 
 
@@ -206,7 +209,7 @@ def render(view: TraceView, width: int, *, fold: bool = True, max_rows: int = MA
     never wrap (``no_wrap``), the header and footer wrap like prose."""
     start, end = bounds(view)
     t = totals(view)
-    all_rows = rows(view, fold=fold)
+    all_rows = rows(view, fold=fold, max_rows=max_rows)
     shown = all_rows if not fold else all_rows[:max_rows]
     labels = [_label(r) for r in shown]
     axis_probe = Axis(start, max(_ms(end - start), 1.0), 1)

@@ -198,3 +198,36 @@ async def test_unreachable_database_is_one_line(tmp_path: Path, capsys: pytest.C
         await fetch_trace(__import__("agent.config").config.DatabaseSettings(connect_timeout_s=2),
                           "postgresql://nobody@127.0.0.1:1/none", TRACE_ID)
     _ = TraceNotFound
+
+
+async def test_a_big_tree_of_distinct_names_is_folded_by_depth(conn: asyncpg.Connection) -> None:
+    """10,000 spans, 50 children per span, 40 names among siblings: no name repeats enough to fold,
+    so the deepest levels are folded until the rows fit the budget; nothing is lost from the totals."""
+    tid = "c" * 32
+    await conn.execute(
+        "INSERT INTO observability.spans (span_id, \"timestamp\", trace_id, parent_span_id, name, span_type, status, "
+        "duration_ms) SELECT lpad(to_hex(g), 16, '0'), $1::timestamptz + g * interval '1 ms', $2, "
+        "CASE WHEN g = 0 THEN NULL ELSE lpad(to_hex(g / 50), 16, '0') END, 'step ' || (g % 40), 'tool', "
+        "'completed', 2 FROM generate_series(0, 9999) g", T0, tid)
+    view = await read_trace(conn, tid)
+    assert view is not None
+    got = rows(view, max_rows=400)
+    assert 50 < len(got) <= 400
+    shown = sum(isinstance(r, SpanRow) for r in got)
+    folded = sum(r.count + r.nested for r in got if isinstance(r, FoldRow))
+    assert shown + folded == 10_000
+    assert any(isinstance(r, FoldRow) and not r.name for r in got)
+    text = [t.plain for t in render(view, 120)]
+    assert any("spans below" in x for x in text) and not any("more rows not shown" in x for x in text)
+
+
+async def test_spans_on_a_parent_cycle_are_still_drawn(conn: asyncpg.Connection) -> None:
+    tid = "d" * 32
+    await insert_span(conn, tid, "1" * 16, None, T0, 100, name="root")
+    await insert_span(conn, tid, "2" * 16, "3" * 16, T0 + dt.timedelta(milliseconds=10), 5, name="a")
+    await insert_span(conn, tid, "3" * 16, "2" * 16, T0 + dt.timedelta(milliseconds=20), 5, name="b")
+    await insert_span(conn, tid, "4" * 16, "4" * 16, T0 + dt.timedelta(milliseconds=30), 5, name="self")
+    view = await read_trace(conn, tid)
+    assert view is not None
+    names = [r.span.name for r in rows(view) if isinstance(r, SpanRow)]
+    assert sorted(names) == ["a", "b", "root", "self"]
