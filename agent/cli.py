@@ -265,7 +265,8 @@ The waterfall has one line per span, nested by parent, with a bar on a common ti
 are red. The trace's log lines appear at their times under the span that was active. Totals,
 chat messages and document events of the trace follow. Spans whose parent never arrived are
 shown at the top level, marked "(parent missing)"; a trace still in progress shows open bars.
-A name repeated more than 8 times under one parent is folded into one line; --all unfolds.
+A name repeated more than 8 times under one parent is folded into one line, and a trace still
+longer than 400 lines is folded below a depth; --all unfolds.
 
 examples:
   hypertail trace 4bf92f3577b34da6a3ce929d0e0e4736 --config config.toml
