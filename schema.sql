@@ -198,8 +198,12 @@ ALTER TABLE observability.logs
     ADD COLUMN IF NOT EXISTS source    varchar(255) NOT NULL DEFAULT '',
     ADD COLUMN IF NOT EXISTS metadata  jsonb NOT NULL DEFAULT '{}'::jsonb;
 
+-- Few indexes on purpose: log lines are most of what an app writes, and each index costs every
+-- insert. By trace (the waterfall), and the errors (like idx_spans_error); volume per level comes
+-- from the rollup (log.lines), other searches from the time column (chunks, or BRIN).
 CREATE INDEX IF NOT EXISTS idx_logs_trace_id ON observability.logs (trace_id) WHERE trace_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS idx_logs_level    ON observability.logs (level, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_logs_error    ON observability.logs ("timestamp" DESC)
+    WHERE level IN ('error', 'critical');
 
 -- ---------------------------------------------------------------------------------------------
 -- observability.metrics_aggregates: pre-computed rollups (count, sum, min, max, avg, percentiles).

@@ -93,7 +93,7 @@ INDEXED = [
     ("document_events", "(document_id,"), ("document_events", "(kb_id,"), ("document_events", "(event_type,"),
     ("document_events", "(status,"), ("document_events", "(trace_id)"),
     ("document_events", "WHERE ((status)::text = 'failed'"),
-    ("logs", "(trace_id)"), ("logs", "(level,"),
+    ("logs", "(trace_id)"), ("logs", "WHERE ((level)::text = ANY"),
     ("metrics_aggregates", "USING gin (dimensions)"), ("metrics_aggregates", "(metric_type, bucket DESC)"),
 ]
 TIME_COLUMNS = {
