@@ -360,8 +360,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from agent.views.waterfall import render, to_json
 
     settings = load_settings(args.config)
-    dsn = settings.database.dsn or _embedded_dsn(settings)
-    view = asyncio.run(fetch_trace(settings.database, dsn, args.trace_id))
+    with _database(settings) as dsn:
+        view = asyncio.run(fetch_trace(settings.database, dsn, args.trace_id))
     if args.json:
         print(json.dumps(to_json(view), indent=2))
         return EXIT_OK
@@ -379,10 +379,10 @@ def cmd_traces(args: argparse.Namespace) -> int:
     from agent.views.model import TraceFilter
 
     settings = load_settings(args.config)
-    dsn = settings.database.dsn or _embedded_dsn(settings)
     f = TraceFilter(since=args.since, status=args.status, operation=args.operation, user_id=args.user,
                     limit=args.limit)
-    traces = asyncio.run(fetch_traces(settings.database, dsn, f))
+    with _database(settings) as dsn:
+        traces = asyncio.run(fetch_traces(settings.database, dsn, f))
     if args.json:
         print(json.dumps(to_json(traces), indent=2))
     elif not traces:
