@@ -80,22 +80,26 @@ async def rows(dsn: str, table: str) -> int:
         await conn.close()
 
 
-def ingest(admin: str, tmp: Path, n: int) -> dict[str, Any]:
+def ingest(admin: str, tmp: Path, n: int, rounds: int = 2) -> dict[str, Any]:
     logs = tmp / "mixed"
     logs.mkdir()
     empty = tmp / "empty"
     empty.mkdir()
     (empty / "e.log").write_bytes(b"")
     mixed_file(logs / "app.log", n)
-    out: dict[str, Any] = {"lines": n, "log_share": 0.8}
-    fixed = run_agent(config(tmp, asyncio.run(fresh(admin, "bench_views_empty")), empty))["wall"]
-    for mode in ("store", "skip"):
-        dsn = asyncio.run(fresh(admin, f"bench_views_{mode}"))
-        cfg = config(tmp, dsn, logs)
-        cfg.write_text(cfg.read_text().replace('name = "bench"\n', f'name = "bench"\napp_logs = "{mode}"\n', 1))
-        wall = run_agent(cfg)["wall"]
-        out[mode] = {"lines_per_s": round(n / max(wall - fixed, 1e-6)), "wall_s": round(wall, 2),
-                     "log_rows": asyncio.run(rows(dsn, "logs")), "span_rows": asyncio.run(rows(dsn, "spans"))}
+    out: dict[str, Any] = {"lines": n, "log_share": 0.8, "rounds": rounds}
+    fixed = min(run_agent(config(tmp, asyncio.run(fresh(admin, "bench_views_empty")), empty))["wall"]
+                for _ in range(2))
+    walls: dict[str, list[float]] = {"store": [], "skip": []}
+    for _ in range(rounds):  # alternated, best of each: the machine's other load hits both alike
+        for mode in ("store", "skip"):
+            dsn = asyncio.run(fresh(admin, f"bench_views_{mode}"))
+            cfg = config(tmp, dsn, logs)
+            cfg.write_text(cfg.read_text().replace('name = "bench"\n', f'name = "bench"\napp_logs = "{mode}"\n', 1))
+            walls[mode].append(run_agent(cfg)["wall"])
+            out[mode] = {"log_rows": asyncio.run(rows(dsn, "logs")), "span_rows": asyncio.run(rows(dsn, "spans"))}
+    for mode, ws in walls.items():
+        out[mode].update(lines_per_s=round(n / max(min(ws) - fixed, 1e-6)), wall_s=[round(w, 2) for w in ws])
     out["fixed_start_stop_s"] = round(fixed, 2)
     out["store_cost"] = f"{out['skip']['lines_per_s'] / out['store']['lines_per_s']:.2f}x the time of skip"
     return out
