@@ -9,19 +9,24 @@ again after a crash is the same row and the exactly-once guarantee holds for log
 
 What may not lose a line: a bad ``trace_id``/``span_id`` leaves the column NULL and keeps the raw
 value in ``metadata._invalid`` (as for a record's optional field); a level outside the known
-names is never filtered out by ``app_logs_min_level``. A line without a readable ``timestamp``
-becomes a dead letter that says so: it could not get a stable place in a time-partitioned table.
+names is never filtered out by ``app_logs_min_level``; and a line without a readable
+``timestamp`` is stored at the time the agent read it, marked ``metadata._time_from_agent`` (and
+the unreadable value kept in ``metadata._invalid``). That time is not reproducible, and need not
+be: exactly-once comes from the checkpoint that commits with the row, so a line is only ever
+read again when its row was never committed.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from agent import contract as c
 from agent import parse_fields as pf
-from agent.model import DeadLetter, Row
+from agent.model import Row
 
 _TRACE_F: Final = c.Field("trace_id", c.TRACE_ID_T, 32)
 _SPAN_F: Final = c.Field("span_id", c.SPAN_ID_T, 16)
@@ -62,29 +67,42 @@ def _text(value: Any, top: int) -> str | None:
     return text[:top]
 
 
-def log_row(fields: dict[str, Any], *, log_id: uuid.UUID, source: str) -> Row | DeadLetter:
-    """The ``logs`` row of one decoded log line (``fields`` is consumed), or why there is none."""
+def _id(raw: Any, f: c.Field, invalid: dict[str, Any]) -> str | None:
+    """A W3C id, or None with the raw value kept (an app's own id scheme is not a reason to drop)."""
+    if raw is None:
+        return None
     try:
-        at = pf.to_time(fields.pop(c.WRITTEN_AT, None), _TIME_F)
-    except pf.Invalid as exc:
-        return DeadLetter(f"app log line: {exc}", exc.field)
+        return pf.trace_id(raw, f) if f is _TRACE_F else pf.span_id(raw, f)
+    except pf.Invalid:
+        invalid[f.name] = raw
+        return None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def log_row(fields: dict[str, Any], *, log_id: uuid.UUID, source: str,
+            clock: Callable[[], datetime] = _now) -> Row:
+    """The ``logs`` row of one decoded log line (``fields`` is consumed). It always is one:
+    nothing about an ordinary log line is required."""
+    pop = fields.pop
     invalid: dict[str, Any] = {}
-    ids: list[str | None] = []
-    for f in (_TRACE_F, _SPAN_F):
-        raw = fields.pop(f.name, None)
-        value = None
-        if raw is not None:
-            try:
-                value = pf.trace_id(raw, f) if f is _TRACE_F else pf.span_id(raw, f)
-            except pf.Invalid:
-                invalid[f.name] = raw
-        ids.append(value)
-    level = _text(fields.pop("level", None), c.LOG_LEVEL_MAX)
-    logger = _text(fields.pop("logger", None), c.LOGGER_MAX)
-    event = _text(fields.pop(c.EVENT, None), 1 << 20)
+    raw_time = pop(c.WRITTEN_AT, None)
+    try:
+        at = pf.to_time(raw_time, _TIME_F)
+    except pf.Invalid:
+        at = clock()
+        fields[c.LOG_TIME_FROM_AGENT] = True
+        if raw_time is not None:
+            invalid[c.WRITTEN_AT] = raw_time
+    trace = _id(pop("trace_id", None), _TRACE_F, invalid)
+    span = _id(pop("span_id", None), _SPAN_F, invalid)
+    level = _text(pop("level", None), c.LOG_LEVEL_MAX)
+    logger = _text(pop("logger", None), c.LOGGER_MAX)
+    event = _text(pop(c.EVENT, None), 1 << 20)
     if invalid:
         fields[c.INVALID_MARKER] = invalid
     meta = pf.json_text(fields) if fields else "{}"
-    values = (log_id, at, ids[0], ids[1], level.lower() if level else None, logger, event,
-              source[: c.SOURCE_MAX], meta)
+    values = (log_id, at, trace, span, level.lower() if level else None, logger, event, source[: c.SOURCE_MAX], meta)
     return Row(c.LOGS, values, False, tuple(invalid))

@@ -68,6 +68,7 @@ APP_LOGS_SKIP: Final = "skip"
 LOG_LEVEL_MAX: Final = 32       # varchar(32)
 LOGGER_MAX: Final = 255         # varchar(255)
 SOURCE_MAX: Final = 255         # varchar(255)
+LOG_TIME_FROM_AGENT: Final = "_time_from_agent"  # metadata key: the line had no readable timestamp
 # Level names in rising order; a line's level is compared by its place here (unknown or absent
 # levels are never filtered out, so an odd level name cannot lose a line).
 LOG_LEVELS: Final[tuple[str, ...]] = ("debug", "info", "warning", "error", "critical")

@@ -53,7 +53,8 @@ async def test_metrics_match_what_was_written(agent: Agent, logs: Path, dsn: str
     assert m["hypertail_rows_written_total{table=spans}"] == rows == 1500
     assert sum(v for k, v in m.items() if k.startswith("hypertail_dead_letters_total")) == dead == 1
     assert m["hypertail_lines_read_total{source=app}"] == 1502
-    assert m["hypertail_app_log_lines_total{}"] == 1
+    assert m["hypertail_app_log_lines_total{}"] == 0  # stored (app_logs = "store" by default), not only counted
+    assert m["hypertail_rows_written_total{table=logs}"] == 1
     assert m["hypertail_batch_rows_count{}"] >= 1
     assert m["hypertail_commit_latency_seconds_count{}"] == m["hypertail_commits_total{}"]
     assert m["hypertail_seconds_since_last_commit{}"] >= 0
@@ -114,7 +115,7 @@ async def test_status_json_shape(agent: Agent, logs: Path, dsn: str) -> None:
     assert me["last_commit"] is not None
     timescale = bool(status["hypertables"])
     assert {h["table"] for h in status["hypertables"]} == (
-        {"traces", "spans", "chat_messages", "document_events", "metrics_aggregates"} if timescale else set())
+        {"traces", "spans", "chat_messages", "document_events", "logs", "metrics_aggregates"} if timescale else set())
     if timescale:
         spans = next(h for h in status["hypertables"] if h["table"] == "spans")
         assert (spans["chunk_interval"], spans["compress_after"], spans["retention"]) == ("1 day", "7 days", "90 days")

@@ -10,16 +10,16 @@ import pytest
 
 from agent import contract as c
 from agent.applogs import AppLogPolicy, level_rank, log_row
-from agent.model import DeadLetter, Row
+from agent.model import Row
 
 LID = uuid.UUID(int=7)
 
 
-def row(**fields: object) -> Row | DeadLetter:
+def row(**fields: object) -> Row:
     return log_row(dict(fields), log_id=LID, source="app")
 
 
-def as_dict(r: Row | DeadLetter) -> dict[str, object]:
+def as_dict(r: Row) -> dict[str, object]:
     assert isinstance(r, Row) and r.table == c.LOGS
     return dict(zip(c.COLUMNS[c.LOGS], r.values, strict=True))
 
@@ -42,10 +42,13 @@ def test_bad_ids_are_kept_in_metadata_not_lost() -> None:
     assert isinstance(r, Row) and r.warnings == ("trace_id", "span_id")
 
 
-def test_a_line_without_a_time_is_a_dead_letter_that_says_so() -> None:
-    dl = row(event="x")
-    assert isinstance(dl, DeadLetter) and dl.reason.startswith("app log line: timestamp:") and dl.field == "timestamp"
-    assert isinstance(row(event="x", timestamp="yesterday"), DeadLetter)
+def test_a_line_without_a_readable_time_is_stored_at_the_agents_time() -> None:
+    now = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    d = as_dict(log_row({"event": "x"}, log_id=LID, source="app", clock=lambda: now))
+    assert d["timestamp"] == now and orjson.loads(str(d["metadata"])) == {c.LOG_TIME_FROM_AGENT: True}
+    d = as_dict(log_row({"event": "x", "timestamp": "yesterday"}, log_id=LID, source="app", clock=lambda: now))
+    meta = orjson.loads(str(d["metadata"]))
+    assert meta == {c.LOG_TIME_FROM_AGENT: True, c.INVALID_MARKER: {"timestamp": "yesterday"}}
 
 
 def test_odd_values_are_stored_as_text() -> None:
