@@ -1,4 +1,4 @@
--- hypertail schema, version 1.
+-- hypertail schema, version 2 (2 added observability.logs).
 --
 -- Idempotent: every statement is guarded, so applying this file again changes nothing, and
 -- applying it over an older version adds what is missing (tables are created with their keys,
@@ -15,6 +15,7 @@
 --   hypertail.compress_after_days   (default 7)
 --   hypertail.retention_days        (default 90)
 --   hypertail.chat_retention_days   (default 365)
+--   hypertail.logs_retention_days   (default 14)
 --   hypertail.timescaledb           'on', 'off' or unset (unset: use TimescaleDB when it is installed
 --                                   and preloaded). `hypertail migrate` decides schema.timescaledb
 --                                   (auto/require/off) before it runs this file and passes on/off.
@@ -180,6 +181,31 @@ CREATE INDEX IF NOT EXISTS idx_doc_events_error       ON observability.document_
     WHERE status = 'failed';
 
 -- ---------------------------------------------------------------------------------------------
+-- observability.logs: the application's ordinary log lines (no record_type), beside its spans.
+-- `id` is derived from (agent, file identity, byte offset), so a line read again after a crash
+-- is the same row. `metadata` holds every key that is not a column.
+CREATE TABLE IF NOT EXISTS observability.logs (
+    id          uuid NOT NULL,
+    "timestamp" timestamptz NOT NULL,
+    CONSTRAINT logs_pkey PRIMARY KEY (id, "timestamp")
+);
+ALTER TABLE observability.logs
+    ADD COLUMN IF NOT EXISTS trace_id  varchar(32),
+    ADD COLUMN IF NOT EXISTS span_id   varchar(16),
+    ADD COLUMN IF NOT EXISTS level     varchar(32),
+    ADD COLUMN IF NOT EXISTS logger    varchar(255),
+    ADD COLUMN IF NOT EXISTS event     text,
+    ADD COLUMN IF NOT EXISTS source    varchar(255) NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS metadata  jsonb NOT NULL DEFAULT '{}'::jsonb;
+
+-- Few indexes on purpose: log lines are most of what an app writes, and each index costs every
+-- insert. By trace (the waterfall), and the errors (like idx_spans_error); volume per level comes
+-- from the rollup (log.lines), other searches from the time column (chunks, or BRIN).
+CREATE INDEX IF NOT EXISTS idx_logs_trace_id ON observability.logs (trace_id) WHERE trace_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_logs_error    ON observability.logs ("timestamp" DESC)
+    WHERE level IN ('error', 'critical');
+
+-- ---------------------------------------------------------------------------------------------
 -- observability.metrics_aggregates: pre-computed rollups (count, sum, min, max, avg, percentiles).
 -- `dimensions` holds the bucket width ("granularity") and the dimension values of the group.
 CREATE TABLE IF NOT EXISTS observability.metrics_aggregates (
@@ -248,7 +274,8 @@ ALTER TABLE hypertail.schema_version
     ADD COLUMN IF NOT EXISTS applied_at timestamptz NOT NULL DEFAULT now(),
     -- What was applied (this file's text and the mode), so an agent's start skips an unchanged schema.
     ADD COLUMN IF NOT EXISTS checksum   text;
-INSERT INTO hypertail.schema_version (version) VALUES (1) ON CONFLICT (version) DO NOTHING;
+-- Version 2 added observability.logs: an agent that may not apply the schema waits for it.
+INSERT INTO hypertail.schema_version (version) VALUES (2) ON CONFLICT (version) DO NOTHING;
 
 -- One row per tailed file identity; `committed_offset` moves in the same transaction as the rows.
 CREATE TABLE IF NOT EXISTS hypertail.checkpoints (
@@ -299,18 +326,22 @@ DECLARE
         coalesce(nullif(current_setting('hypertail.retention_days', true), ''), '90')::int);
     retain_chat interval := make_interval(days =>
         coalesce(nullif(current_setting('hypertail.chat_retention_days', true), ''), '365')::int);
+    retain_logs interval := make_interval(days =>
+        coalesce(nullif(current_setting('hypertail.logs_retention_days', true), ''), '14')::int);
     t record;
 BEGIN
     IF coalesce(current_setting('hypertail.timescaledb', true), '') <> 'off'
        AND EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
         FOR t IN
             SELECT * FROM (VALUES
-                ('observability.traces',             'timestamp', INTERVAL '1 day',  'trace_id', true),
-                ('observability.spans',              'timestamp', INTERVAL '1 day',  'trace_id', true),
-                ('observability.document_events',    'timestamp', INTERVAL '1 day',  'kb_id',    true),
-                ('observability.chat_messages',      'timestamp', INTERVAL '7 days', 'conversation_id', false),
-                ('observability.metrics_aggregates', 'bucket',    INTERVAL '7 days', 'metric_type', true)
-            ) AS v(tbl, time_col, chunk, segment_by, default_retention)
+                ('observability.traces',             'timestamp', INTERVAL '1 day',  'trace_id', retain),
+                ('observability.spans',              'timestamp', INTERVAL '1 day',  'trace_id', retain),
+                ('observability.document_events',    'timestamp', INTERVAL '1 day',  'kb_id',    retain),
+                ('observability.chat_messages',      'timestamp', INTERVAL '7 days', 'conversation_id', retain_chat),
+                ('observability.metrics_aggregates', 'bucket',    INTERVAL '7 days', 'metric_type', retain),
+                -- logs are segmented by trace like spans: `hypertail trace` reads one segment
+                ('observability.logs',               'timestamp', INTERVAL '1 day',  'trace_id', retain_logs)
+            ) AS v(tbl, time_col, chunk, segment_by, retention)
         LOOP
             PERFORM create_hypertable(t.tbl::regclass, t.time_col,
                                       chunk_time_interval => t.chunk,
@@ -326,9 +357,7 @@ BEGIN
                     t.tbl, t.segment_by, format('%I DESC', t.time_col));
             END IF;
             PERFORM add_compression_policy(t.tbl::regclass, compress_after, if_not_exists => TRUE);
-            PERFORM add_retention_policy(t.tbl::regclass,
-                                         CASE WHEN t.default_retention THEN retain ELSE retain_chat END,
-                                         if_not_exists => TRUE);
+            PERFORM add_retention_policy(t.tbl::regclass, t.retention, if_not_exists => TRUE);
         END LOOP;
         RAISE NOTICE 'hypertail schema: TimescaleDB % mode',
             (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb');
@@ -343,6 +372,8 @@ BEGIN
             ON observability.document_events USING brin ("timestamp");
         CREATE INDEX IF NOT EXISTS brin_metrics_aggregates_bucket
             ON observability.metrics_aggregates USING brin (bucket);
+        CREATE INDEX IF NOT EXISTS brin_logs_timestamp
+            ON observability.logs USING brin ("timestamp");
         RAISE NOTICE 'hypertail schema: plain PostgreSQL mode (TimescaleDB not available)';
     END IF;
 END

@@ -12,7 +12,9 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from agent import __version__
 from agent.config import CONFIG_ENV, Settings, effective_config, load_settings, mask_dsn
@@ -40,6 +42,8 @@ examples:
   hypertail migrate --dsn postgresql://admin@db/app
   hypertail migrate --print-grants ingest    least-privilege GRANTs for the agent's role
   hypertail embedded status                  the embedded PostgreSQL (no database.dsn): running?
+  hypertail traces --since 1h --status failed   recent failed requests
+  hypertail trace 4bf92f3577b34da6a3ce929d0e0e4736   one request as a waterfall, with its logs
 
 Exit codes: 0 ok, 1 failure, 2 invalid configuration or usage.
 """
@@ -140,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="drop the data of earlier demo runs first (by default each run adds to it)")
     dm.set_defaults(func=cmd_demo)
     add_embedded_parser(sub)
+    _add_trace_parsers(sub)
     return p
 
 
@@ -251,6 +256,139 @@ def cmd_demo(args: argparse.Namespace) -> int:
     configure_logging("warning")
     settings = load_settings(args.config)  # a bad HYPERTAIL_AGENT__* value: a config error, not a traceback
     print(run_demo(settings, chats=args.chats, documents=args.documents, fresh=args.fresh))
+    return EXIT_OK
+
+
+TRACE_EPILOG = """\
+The waterfall has one line per span, nested by parent, with a bar on a common time axis
+(start offset and duration), then the type, name, status, model, tokens and cost; failed spans
+are red. The trace's log lines appear at their times under the span that was active. Totals,
+chat messages and document events of the trace follow. Spans whose parent never arrived are
+shown at the top level, marked "(parent missing)"; a trace still in progress shows open bars.
+A name repeated more than 8 times under one parent is folded into one line, and a trace still
+longer than 400 lines is folded below a depth; --all unfolds.
+
+examples:
+  hypertail trace 4bf92f3577b34da6a3ce929d0e0e4736 --config config.toml
+  hypertail trace 4bf92f3577b34da6a3ce929d0e0e4736 --json | jq '.spans[] | select(.status == "failed")'
+  hypertail traces --status failed --limit 1 --json | jq -r '.[0].trace_id' | xargs hypertail trace
+
+Exit codes: 0 shown, 1 no such trace or database unreachable, 2 invalid trace id or config.
+"""
+
+TRACES_EPILOG = """\
+examples:
+  hypertail traces                                   the 50 newest traces of the last hour
+  hypertail traces --since 1d --status failed        failed requests of the last day
+  hypertail traces --operation chat --user 8d3a7f0e-1c2b-4a5d-9e6f-0a1b2c3d4e5f --limit 10
+  hypertail traces --since 30m --json                for scripts (docs/traces.md describes the fields)
+
+--since takes a number and a unit: s, m, h, d (90s, 30m, 1h, 7d).
+"""
+
+
+def _add_trace_parsers(sub: Any) -> None:
+    """``trace`` and ``traces``: ways to look at what landed (issue 13)."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    tr = sub.add_parser(
+        "trace", help="show one trace as a terminal waterfall, with its log lines",
+        description="Read everything stored under TRACE_ID (trace row, spans, log lines, chat messages, "
+        "document events) and draw it as a waterfall.", epilog=TRACE_EPILOG, formatter_class=fmt,
+    )
+    tr.add_argument("trace_id", metavar="TRACE_ID", type=_trace_id, help="32 hex digits (W3C trace id)")
+    _add_config(tr)
+    tr.add_argument("--json", action="store_true", help="print the same data as JSON (all spans, unfolded)")
+    tr.add_argument("--all", action="store_true", help="do not fold repeated spans or cut long traces")
+    tr.add_argument("--width", type=int, metavar="COLUMNS", help="output width (default: the terminal's)")
+    tr.set_defaults(func=cmd_trace)
+    ts = sub.add_parser(
+        "traces", help="list recent traces with duration, span count, tokens and cost",
+        description="List the newest traces (newest first) that started within --since and match the "
+        "filters, each with its duration, span count, tokens and cost.", epilog=TRACES_EPILOG, formatter_class=fmt,
+    )
+    _add_config(ts)
+    ts.add_argument("--since", type=_duration, default=timedelta(hours=1), metavar="AGE",
+                    help="how far back to look (default: 1h)")
+    ts.add_argument("--status", choices=("completed", "failed", "in_progress"), help="only traces in this status")
+    ts.add_argument("--operation", metavar="TYPE", help="only this operation_type (e.g. chat, rag_query)")
+    ts.add_argument("--user", type=_uuid, metavar="USER_ID", help="only this user_id (a UUID)")
+    ts.add_argument("--limit", type=_positive, default=50, metavar="N", help="at most N traces (default: 50)")
+    ts.add_argument("--json", action="store_true", help="machine-readable output")
+    ts.set_defaults(func=cmd_traces)
+
+
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _duration(text: str) -> timedelta:
+    number, unit = text[:-1], text[-1:].lower()
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in _DURATION_UNITS or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number and a unit s, m, h or d (e.g. 1h), got {text!r}")
+    return timedelta(**{_DURATION_UNITS[unit]: value})
+
+
+def _trace_id(text: str) -> str:
+    tid = text.strip().lower()
+    if len(tid) != 32 or any(ch not in "0123456789abcdef" for ch in tid) or not tid.strip("0"):
+        raise argparse.ArgumentTypeError(f"expected 32 hex digits, not all zero, got {text!r}")
+    return tid
+
+
+def _uuid(text: str) -> str:
+    import uuid
+
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a UUID, got {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from agent.sink.traces import fetch_trace
+    from agent.views.waterfall import render, to_json
+
+    settings = load_settings(args.config)
+    with _database(settings) as dsn:
+        view = asyncio.run(fetch_trace(settings.database, dsn, args.trace_id))
+    if args.json:
+        print(json.dumps(to_json(view), indent=2))
+        return EXIT_OK
+    console = Console(width=args.width, highlight=False, soft_wrap=False)
+    for line in render(view, console.width, fold=not args.all):
+        console.print(line)
+    return EXIT_OK
+
+
+def cmd_traces(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from agent.sink.traces import fetch_traces
+    from agent.views.listing import table, to_json
+    from agent.views.model import TraceFilter
+
+    settings = load_settings(args.config)
+    f = TraceFilter(since=args.since, status=args.status, operation=args.operation, user_id=args.user,
+                    limit=args.limit)
+    with _database(settings) as dsn:
+        traces = asyncio.run(fetch_traces(settings.database, dsn, f))
+    if args.json:
+        print(json.dumps(to_json(traces), indent=2))
+    elif not traces:
+        print(f"no traces started in the last {args.since} match", file=sys.stderr)
+    else:
+        Console(highlight=False).print(table(traces))
     return EXIT_OK
 
 

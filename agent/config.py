@@ -69,6 +69,10 @@ class SourceSettings(_Section):
     exclude: list[str] = Field(default_factory=list)
     start_at: Literal["beginning", "end"] = "beginning"
     record_type_key: str = Field(default="record_type", min_length=1)
+    # Ordinary log lines (no record_type_key): stored in observability.logs, or only counted.
+    app_logs: Literal["store", "skip"] = "store"
+    # With "store", lines below this level are only counted; None (default) stores every level.
+    app_logs_min_level: Literal["debug", "info", "warning", "error", "critical"] | None = None
 
     @field_validator("paths")
     @classmethod
@@ -157,6 +161,7 @@ class SchemaSettings(_Section):
     compress_after_days: int = Field(default=7, ge=1)
     retention_days: int = Field(default=90, ge=1)
     chat_retention_days: int = Field(default=365, ge=1)
+    logs_retention_days: int = Field(default=14, ge=1)
 
 
 class Settings(BaseSettings):

@@ -48,6 +48,8 @@ COLUMNS: Final[dict[str, tuple[str, ...]]] = {
         "duration_ms", "chunk_count", "token_count", "page_count", "file_size_bytes",
         "error_message", "metadata",
     ),
+    # Ordinary application log lines (no discriminator key), stored when the source says so.
+    "logs": ("id", "timestamp", "trace_id", "span_id", "level", "logger", "event", "source", "metadata"),
 }
 
 # Primary keys (every one includes the time column, as hypertables require).
@@ -56,7 +58,22 @@ KEY_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "spans": ("span_id", "timestamp"),
     "chat_messages": ("id", "timestamp"),
     "document_events": ("id", "timestamp"),
+    "logs": ("id", "timestamp"),
 }
+
+# Ordinary log lines: the table, and the per-source choices (``[[sources]] app_logs``).
+LOGS: Final = "logs"
+APP_LOGS_STORE: Final = "store"
+APP_LOGS_SKIP: Final = "skip"
+LOG_LEVEL_MAX: Final = 32       # varchar(32)
+LOGGER_MAX: Final = 255         # varchar(255)
+SOURCE_MAX: Final = 255         # varchar(255)
+LOG_TIME_FROM_AGENT: Final = "_time_from_agent"  # metadata key: the line had no readable timestamp
+# Level names in rising order; a line's level is compared by its place here (unknown or absent
+# levels are never filtered out, so an odd level name cannot lose a line).
+LOG_LEVELS: Final[tuple[str, ...]] = ("debug", "info", "warning", "error", "critical")
+LOG_LEVEL_ALIASES: Final[dict[str, str]] = {"warn": "warning", "exception": "error", "fatal": "critical",
+                                            "notset": "debug", "trace": "debug"}
 
 # Status values.
 IN_PROGRESS: Final = "in_progress"

@@ -4,29 +4,33 @@ It starts the embedded PostgreSQL, creates a private ``hypertail_demo`` database
 runs add to it, so what a user queried stays there; ``--fresh`` starts over), runs a small
 simulated RAG application (:mod:`agent.demo_app`, a separate process that logs only through
 ``agent.emit``), ingests what it wrote with the real agent, and prints what landed: rows per
-table and one trace drawn as a span tree, then one line saying that the server keeps running
-and how to query and stop it.
+table and one trace drawn as the waterfall of ``hypertail trace`` (its log lines among its spans),
+then one line saying that the server keeps running and how to query and stop it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import asyncpg
 from tqdm import tqdm
 
-from agent.config import Settings
+from agent.config import Settings, mask_dsn
 from agent.embedded import embedded_session, notice
 from agent.ops.rollup import run_rollup
 from agent.runner import Runner
 from agent.sink.connect import connect
 from agent.sink.status import recreate_database, richest_trace, table_counts
+from agent.sink.traces import read_trace
+from agent.views.model import TraceView
+from agent.views.waterfall import render
 
 DEMO_DB = "hypertail_demo"
 
@@ -98,10 +102,11 @@ async def _summarise(settings: Settings, before: dict[str, int]) -> str:
         await run_rollup(conn, now=now + timedelta(hours=2), lookback_1m=timedelta(hours=3),
                          lookback_1h=timedelta(hours=4))
         counts = await table_counts(conn)
-        trace, spans = await richest_trace(conn)
+        trace, _ = await richest_trace(conn)
+        view = await read_trace(conn, trace["trace_id"]) if trace is not None else None
     finally:
         await conn.close()
-    return render_counts(counts, before) + "\n\n" + render_tree(trace, spans)
+    return render_counts(counts, before) + "\n\n" + render_waterfall(view, settings.database.dsn or "")
 
 
 def render_counts(counts: dict[str, int], before: dict[str, int] | None = None) -> str:
@@ -113,32 +118,14 @@ def render_counts(counts: dict[str, int], before: dict[str, int] | None = None) 
     return "\n".join([head, *rows])
 
 
-def render_tree(trace: Any, spans: list[Any]) -> str:
-    """One trace as an indented span tree with durations, tokens and cost."""
-    if trace is None:
+def render_waterfall(view: TraceView | None, dsn: str) -> str:
+    """One trace as ``hypertail trace`` draws it (plain text: the CLI prints the summary as is),
+    and the command that draws it again from the demo's database."""
+    if view is None:
         return "no completed trace"
-    lines = [
-        f"trace {trace['trace_id']}  {trace['name']} ({trace['operation_type']})  "
-        f"{trace['duration_ms']} ms  tokens {trace['total_input_tokens'] or 0}/{trace['total_output_tokens'] or 0}"
-        f"  cost ${trace['total_cost_usd'] or 0}"
-    ]
-    children: dict[str | None, list[Any]] = {}
-    for s in spans:
-        children.setdefault(s["parent_span_id"], []).append(s)
-    ids = {s["span_id"] for s in spans}
-    roots = [s for s in spans if s["parent_span_id"] not in ids]
-
-    def walk(span: Any, depth: int) -> None:
-        extra = ""
-        if span["model"]:
-            extra = f"  {span['model']} tokens {span['input_tokens']}/{span['output_tokens']} ${span['cost_usd']}"
-        lines.append(f"{'  ' * depth}└─ {span['name']} [{span['span_type']}] {span['duration_ms']} ms{extra}")
-        for child in children.get(span["span_id"], []):
-            walk(child, depth + 1)
-
-    for root in roots:
-        walk(root, 1)
-    return "\n".join(lines)
+    width = shutil.get_terminal_size((120, 40)).columns
+    again = f"see it again: HYPERTAIL_DATABASE__DSN='{mask_dsn(dsn)}' hypertail trace {view.trace_id}"
+    return "\n".join(line.plain for line in render(view, width)) + "\n\n" + again
 
 
 def run_demo(base: Settings, *, chats: int = 30, documents: int = 12, fresh: bool = False,

@@ -12,7 +12,11 @@ import time
 import uuid
 from pathlib import Path
 
+import structlog
+
 from agent import emit
+
+log = structlog.get_logger("demo_app")
 
 MODELS = ("gpt-4o-mini", "claude-sonnet", "llama-3-70b")
 QUESTIONS = (
@@ -32,9 +36,11 @@ def process_document(rng: random.Random, kb_id: uuid.UUID, fail: bool) -> None:
     doc = _uuid(rng)
     pages = rng.randint(1, 40)
     with emit.trace("ingest_document", operation_type="document_processing", kb_id=kb_id):
+        log.info("document.received", document_id=str(doc), pages=pages)
         for step in ("upload", "parse", "chunk", "embed", "index"):
             ms = rng.randint(5, 400)
             if fail and step == "embed":
+                log.error("document.embed_failed", document_id=str(doc), status=503)
                 emit.document_event(step, "failed", document_id=doc, kb_id=kb_id, duration_ms=ms,
                                     error_message="embedding service returned 503")
                 return
@@ -50,11 +56,20 @@ def chat_turn(rng: random.Random, kb_id: uuid.UUID, user: uuid.UUID, conv: str, 
     question = rng.choice(QUESTIONS)
     model = rng.choice(MODELS)
     with emit.trace("chat_request", operation_type="chat", user_id=user, session_id=conv, kb_id=kb_id):
+        log.info("chat.question", conversation_id=conv, turn=turn)
         emit.chat_message("user", question, conversation_id=conv, turn_number=turn, user_id=user, kb_id=kb_id)
         with emit.span("retrieve", "retrieval") as s:
             time.sleep(0.001)
             hits = rng.randint(3, 8)
             s.set(result_count=hits)
+            log.debug("retrieve.hits", hits=hits)
+        if rng.random() < 0.2:  # the reranker sometimes times out; the app goes on without it
+            try:
+                with emit.span("rerank", "rerank"):
+                    time.sleep(0.002)
+                    raise TimeoutError("reranker did not answer within 2 ms")
+            except TimeoutError:
+                log.warning("rerank.skipped", reason="timeout")
         sources = [{"document_id": str(_uuid(rng)), "score": round(rng.random(), 3)} for _ in range(hits)]
         tin, tout = rng.randint(400, 3000), rng.randint(50, 600)
         llm_ms = rng.randint(5, 40)  # the "model" answers fast here, but really takes that long
@@ -70,12 +85,14 @@ def chat_turn(rng: random.Random, kb_id: uuid.UUID, user: uuid.UUID, conv: str, 
 
 def run(out: Path, seed: int, chats: int, documents: int) -> None:
     rng = random.Random(seed)
-    emit.configure(out)
+    emit.configure(out, level="debug")
     kb_id, user = _uuid(rng), _uuid(rng)
+    log.info("app.started", seed=seed)  # outside any trace: a log line with no trace_id
     for i in range(documents):
         process_document(rng, kb_id, fail=i % 7 == 3)
     for i in range(chats):
         chat_turn(rng, kb_id, user, conv=f"conv-{i // 3}", turn=2 * (i % 3) + 1)
+    log.info("app.stopped", chats=chats, documents=documents)
 
 
 def main() -> None:

@@ -104,9 +104,14 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class AppLog:
-    """An ordinary application log line (no discriminator key): not a record."""
+    """An ordinary application log line (no discriminator key): not a record.
+
+    ``fields`` is the decoded line, handed on so that a source that stores its log lines builds
+    the ``logs`` row (:mod:`agent.applogs`) without decoding the line a second time.
+    """
 
     level: str | None = None
+    fields: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 ParseResult = Row | DeadLetter | AppLog

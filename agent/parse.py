@@ -103,7 +103,7 @@ def _parse(data: bytes, obj: Any, key: str, fallback_id: FallbackId | None) -> R
     kind = obj.get(key, _MISSING)
     if kind is _MISSING:
         level = obj.get("level")
-        return AppLog(pf.clean_str(level[:32]) if type(level) is str else None)
+        return AppLog(pf.clean_str(level[:32]) if type(level) is str else None, obj)
     if type(kind) is not str or kind not in c.TABLE_OF_KIND:
         return DeadLetter(f"{key}: expected one of {_KINDS_TEXT}, got {pf.shorten(kind)}", key)
     del obj[key]

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from agent import __version__
+from agent import __version__, contract
+from agent.applogs import AppLogPolicy, log_row
 from agent.batcher import Batch, Batcher, FlushPolicy
 from agent.config import Settings, mask_dsn
-from agent.model import NUL_RUN, Checkpoint, DeadLetter, FileRef, Item, Line, ParseResult
+from agent.model import NUL_RUN, AppLog, Checkpoint, DeadLetter, FileRef, Item, Line, ParseResult
 from agent.ops.http import ProbeView, serve
 from agent.ops.log import get_logger
 from agent.ops.metrics import Metrics
@@ -45,6 +46,7 @@ _ROUTINE_SOURCE_EVENTS = frozenset({
     "rotation.copytruncate", "rotation.copy_adopted", "rotation.out_of_globs", "file.deleted",
     "file.permission_restored", "file.rewritten",
 })
+_STORE_ALL = AppLogPolicy()
 ROW_ID_NAMESPACE = uuid.UUID("6f1c4a2e-52b8-4d7e-9a51-2f0c7d1e8b33")
 _STOP = None
 
@@ -84,6 +86,8 @@ class Runner:
         self._enqueue_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._keys = {s.name: s.record_type_key for s in settings.sources}
+        self._app_logs = {s.name: AppLogPolicy(s.app_logs == contract.APP_LOGS_STORE, s.app_logs_min_level)
+                          for s in settings.sources}
         self._queued_bytes = 0
         self._signals = 0
         self._idle_since: float | None = None
@@ -157,11 +161,24 @@ class Runner:
                 field=None,
             )
         agent_id, key, start = self.settings.agent.id, line.file.identity.key, line.start
-        return parse(
+        result = parse(
             line.data,
             record_type_key=self._keys.get(line.file.source, "record_type"),
             fallback_id=lambda: row_id(agent_id, key, start),
         )
+        if type(result) is AppLog:
+            return self._app_log(result, line)
+        return result
+
+    def _app_log(self, result: AppLog, line: Line) -> ParseResult:
+        """An ordinary log line becomes a ``logs`` row where its source stores them (the row id
+        is the line's place, so a replayed line is the same row); else it is only counted."""
+        source = line.file.source
+        policy = self._app_logs.get(source, _STORE_ALL)
+        if result.fields is None or not policy.keeps(result.level):
+            return result
+        log_id = row_id(self.settings.agent.id, line.file.identity.key, line.start)
+        return log_row(result.fields, log_id=log_id, source=source)
 
     async def _reader(self) -> None:
         assert self.tailer is not None
@@ -399,7 +416,8 @@ class Runner:
     async def run(self, on_ready: Callable[[], None] | None = None) -> int:
         """Run until stopped (or idle with ``exit_when_idle``); return the exit code."""
         self.log.info("agent.starting", version=__version__, database=mask_dsn(self.dsn),
-                      sources=[s.name for s in self.settings.sources])
+                      sources=[s.name for s in self.settings.sources],
+                      app_logs={s.name: s.app_logs for s in self.settings.sources})
         background = [asyncio.create_task(self._heartbeat(), name="heartbeat")]
         await self._start_http()
         background.append(asyncio.create_task(self._ops_loop(), name="ops"))

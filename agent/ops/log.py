@@ -14,7 +14,8 @@ import orjson
 import structlog
 
 EVENTS = {
-    "agent.starting": "the agent starts: version, agent id, sources, database (password masked)",
+    "agent.starting": "the agent starts: version, agent id, sources (and `app_logs`: whether each stores its "
+    "ordinary log lines), database (password masked)",
     "agent.ready": "schema checked and checkpoints loaded; tailing begins",
     "agent.stopping": "a signal arrived; reading stops, the pipe drains",
     "agent.stopped": "clean exit after the final commit",
@@ -30,7 +31,8 @@ EVENTS = {
     "ingestion waits for a human; logged once per reason, retried on the backoff schedule",
     "db.timescaledb_unavailable": "schema.timescaledb = auto and TimescaleDB cannot be used: plain mode, and why",
     "db.recovered": "the database accepted a commit again after failures",
-    "batch.committed": "a batch committed: rows per table, dead letters, attempts, latency",
+    "batch.committed": "a batch committed: rows per table (`logs` for stored ordinary log lines), dead letters, "
+    "attempts, latency",
     "batch.split": "the database refused data: the batch was split to isolate the poison rows",
     "line.dead_letter": "a line became a dead letter: file, byte offset, reason",
     "source.event": "an event from the tailing engine (rotation, truncation, permission...)",

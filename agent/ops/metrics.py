@@ -21,7 +21,10 @@ class Metrics:
         self.nul_bytes = Counter(
             "hypertail_nul_bytes_skipped", "Bytes of NUL runs skipped (each run is one dead letter)", registry=r
         )
-        self.app_logs = Counter("hypertail_app_log_lines", "Ordinary application log lines (not records)", registry=r)
+        self.app_logs = Counter(
+            "hypertail_app_log_lines",
+            "Ordinary log lines counted, not stored (app_logs = skip, or below app_logs_min_level)", registry=r,
+        )
         self.invalid_optional = Counter(
             "hypertail_invalid_optional_fields", "Optional fields kept only in metadata because invalid", registry=r
         )

@@ -1,4 +1,5 @@
-"""Percentile rollups of spans into ``observability.metrics_aggregates`` (design §6).
+"""Percentile rollups of spans into ``observability.metrics_aggregates`` (design §6), plus
+request durations per operation type (``trace.duration_ms``) and log lines per level (``log.lines``).
 
 Why it works the way it does:
 
@@ -43,6 +44,7 @@ ROLLUP_LOCK_KEY = 0x6879_7472_6F6C_6C75
 DEFAULT_LOOKBACK_1M = timedelta(hours=2)
 DEFAULT_LOOKBACK_1H = timedelta(days=2)
 METRIC_TYPES = ("span.duration_ms", "span.input_tokens", "span.output_tokens", "span.cost_usd")
+# trace.duration_ms: one value per request (trace), by operation type; see _FRESH_TRACES.
 SYNC_KEY = ("hypertail", "rollup", "metrics_aggregates")  # provider_sync_status row of the job
 
 
@@ -121,7 +123,7 @@ ON CONFLICT (provider_name, entity_type, entity_id) DO UPDATE SET
 # $5 metric types. Traces are looked up from one day before the window (a span's trace starts
 # before it) to one hour after it (clock skew between services); DISTINCT ON guards against a
 # trace stored twice under two start times.
-_ROLLUP = """
+_FRESH_SPANS = """
 WITH tr AS (
     SELECT DISTINCT ON (trace_id) trace_id, operation_type, kb_id
     FROM observability.traces
@@ -151,6 +153,60 @@ fresh AS (
     HAVING GROUPING(s.span_type, s.model, tr.operation_type, tr.kb_id) = 15
         OR num_nonnulls(s.span_type, s.model, tr.operation_type, tr.kb_id) = 1
 ),
+"""
+
+
+# Distinct buckets with data in either statement (a trace's bucket usually has spans too).
+_BUCKETS = """
+SELECT count(*) FROM (
+    SELECT date_trunc($1::text, "timestamp", 'UTC') FROM observability.spans
+    WHERE "timestamp" >= $2 AND "timestamp" < $3
+      AND num_nonnulls(duration_ms, input_tokens, output_tokens, cost_usd) > 0
+    UNION
+    SELECT date_trunc($1::text, "timestamp", 'UTC') FROM observability.traces
+    WHERE "timestamp" >= $2 AND "timestamp" < $3 AND duration_ms IS NOT NULL
+    UNION
+    SELECT date_trunc($1::text, "timestamp", 'UTC') FROM observability.logs
+    WHERE "timestamp" >= $2 AND "timestamp" < $3
+) b
+"""
+
+# Requests: one value per trace (its duration), per operation type, so that the dashboards'
+# "requests and p95 latency per operation type" count requests, not the spans inside them.
+_FRESH_TRACES = """
+WITH fresh AS (
+    SELECT date_trunc($1::text, t."timestamp", 'UTC') AS bucket,
+           'trace.duration_ms'::text AS metric_type,
+           jsonb_strip_nulls(jsonb_build_object('granularity', $4::text, 'operation_type', t.operation_type))
+               AS dimensions,
+           count(*) AS n, sum(t.duration_ms::float8) AS total, min(t.duration_ms::float8) AS lo,
+           max(t.duration_ms::float8) AS hi, avg(t.duration_ms::float8) AS mean,
+           percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY t.duration_ms::float8) AS pct
+    FROM observability.traces AS t
+    WHERE t."timestamp" >= $2 AND t."timestamp" < $3 AND t.duration_ms IS NOT NULL
+    GROUP BY 1, 2, GROUPING SETS ((), (t.operation_type))
+    HAVING GROUPING(t.operation_type) = 1 OR t.operation_type IS NOT NULL
+),
+"""
+
+# Log volume: ordinary log lines per level (a count; the value statistics stay NULL).
+_FRESH_LOGS = """
+WITH fresh AS (
+    SELECT date_trunc($1::text, l."timestamp", 'UTC') AS bucket,
+           'log.lines'::text AS metric_type,
+           jsonb_strip_nulls(jsonb_build_object('granularity', $4::text, 'level', l.level)) AS dimensions,
+           count(*) AS n, count(*)::float8 AS total, NULL::float8 AS lo, NULL::float8 AS hi,
+           NULL::float8 AS mean, NULL::float8[] AS pct
+    FROM observability.logs AS l
+    WHERE l."timestamp" >= $2 AND l."timestamp" < $3
+    GROUP BY 1, 2, GROUPING SETS ((), (l.level))
+    HAVING GROUPING(l.level) = 1 OR l.level IS NOT NULL
+),
+"""
+
+# The write half shared by all three: upsert the fresh groups, empty the vanished ones ($5: the
+# metric types the statement owns, so neither empties the other's rows).
+_WRITE = """
 upserted AS (
     INSERT INTO observability.metrics_aggregates AS a
         (bucket, metric_type, dimensions, count, sum, min, max, avg, p50, p95, p99, updated_at)
@@ -180,6 +236,11 @@ SELECT (SELECT count(*) FROM fresh) AS rows,
        (SELECT count(DISTINCT bucket) FROM fresh) AS buckets,
        (SELECT count(*) FROM upserted) + (SELECT count(*) FROM emptied) AS changed
 """
+_ROLLUP = _FRESH_SPANS + _WRITE
+_ROLLUP_TRACES = _FRESH_TRACES + _WRITE
+_ROLLUP_LOGS = _FRESH_LOGS + _WRITE
+TRACE_METRIC_TYPES = ("trace.duration_ms",)
+LOG_METRIC_TYPES = ("log.lines",)
 
 
 async def _ran_recently(conn: Connection, now: datetime, min_interval: timedelta) -> bool:
@@ -202,7 +263,11 @@ async def _rollup_width(
     if lo >= hi:
         return 0, 0, 0
     r = await conn.fetchrow(_ROLLUP, g.unit, lo, hi, g.label, list(METRIC_TYPES))
-    return int(r["buckets"]), int(r["rows"]), int(r["changed"])
+    t = await conn.fetchrow(_ROLLUP_TRACES, g.unit, lo, hi, g.label, list(TRACE_METRIC_TYPES))
+    lg = await conn.fetchrow(_ROLLUP_LOGS, g.unit, lo, hi, g.label, list(LOG_METRIC_TYPES))
+    buckets = await conn.fetchval(_BUCKETS, g.unit, lo, hi)
+    parts = (r, t, lg)
+    return int(buckets), sum(int(p["rows"]) for p in parts), sum(int(p["changed"]) for p in parts)
 
 
 async def run_rollup(

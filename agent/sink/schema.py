@@ -13,7 +13,7 @@ from agent.errors import CommandError, SchemaError
 from agent.sink.classify import DRIVER_ERRORS, one_line
 from agent.sink.connect import connect
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: observability.logs
 
 
 def schema_sql() -> str:
@@ -170,6 +170,7 @@ async def apply_schema(
                 ("hypertail.compress_after_days", policy.compress_after_days),
                 ("hypertail.retention_days", policy.retention_days),
                 ("hypertail.chat_retention_days", policy.chat_retention_days),
+                ("hypertail.logs_retention_days", policy.logs_retention_days),
             ):
                 await conn.execute("SELECT set_config($1, $2, true)", name, str(value))
             await conn.execute(schema_sql())
@@ -250,7 +251,7 @@ def grants_for(role: str) -> str:
     obs = "observability"
     lines = [
         f"GRANT USAGE ON SCHEMA {obs}, hypertail TO {r};",
-        f"GRANT SELECT, INSERT ON {obs}.chat_messages, {obs}.document_events TO {r};",
+        f"GRANT SELECT, INSERT ON {obs}.chat_messages, {obs}.document_events, {obs}.logs TO {r};",
         f"GRANT SELECT, INSERT, UPDATE ON {obs}.traces, {obs}.spans TO {r};",
         f"GRANT SELECT, INSERT, UPDATE ON {obs}.metrics_aggregates, {obs}.provider_sync_status TO {r};",
         f"GRANT SELECT ON hypertail.schema_version TO {r};",

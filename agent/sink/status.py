@@ -94,7 +94,9 @@ async def status_report(db: DatabaseSettings, dsn: str, agent_id: str | None) ->
     return StatusReport(files, agents, layout)
 
 
-TABLES = ("traces", "spans", "chat_messages", "document_events", "metrics_aggregates", "provider_sync_status")
+TABLES = (
+    "traces", "spans", "chat_messages", "document_events", "logs", "metrics_aggregates", "provider_sync_status",
+)
 
 
 async def table_counts(conn: asyncpg.Connection) -> dict[str, int]:

@@ -56,6 +56,7 @@ class Agent:
     logs: Path
     agent_id: str = "e2e-agent"
     extra_toml: str = ""
+    source_toml: str = ""  # more keys of the [[sources]] table, e.g. app_logs = "skip"
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -77,6 +78,7 @@ connect_timeout_s = 2.0
 [[sources]]
 name = "app"
 paths = ["{self.logs}/**/*.log"]
+{self.source_toml}
 
 [tail]
 rescan_interval_ms = 100

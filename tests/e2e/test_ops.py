@@ -53,7 +53,8 @@ async def test_metrics_match_what_was_written(agent: Agent, logs: Path, dsn: str
     assert m["hypertail_rows_written_total{table=spans}"] == rows == 1500
     assert sum(v for k, v in m.items() if k.startswith("hypertail_dead_letters_total")) == dead == 1
     assert m["hypertail_lines_read_total{source=app}"] == 1502
-    assert m["hypertail_app_log_lines_total{}"] == 1
+    assert m["hypertail_app_log_lines_total{}"] == 0  # stored (app_logs = "store" by default), not only counted
+    assert m["hypertail_rows_written_total{table=logs}"] == 1
     assert m["hypertail_batch_rows_count{}"] >= 1
     assert m["hypertail_commit_latency_seconds_count{}"] == m["hypertail_commits_total{}"]
     assert m["hypertail_seconds_since_last_commit{}"] >= 0
@@ -114,7 +115,7 @@ async def test_status_json_shape(agent: Agent, logs: Path, dsn: str) -> None:
     assert me["last_commit"] is not None
     timescale = bool(status["hypertables"])
     assert {h["table"] for h in status["hypertables"]} == (
-        {"traces", "spans", "chat_messages", "document_events", "metrics_aggregates"} if timescale else set())
+        {"traces", "spans", "chat_messages", "document_events", "logs", "metrics_aggregates"} if timescale else set())
     if timescale:
         spans = next(h for h in status["hypertables"] if h["table"] == "spans")
         assert (spans["chunk_interval"], spans["compress_after"], spans["retention"]) == ("1 day", "7 days", "90 days")
@@ -215,7 +216,11 @@ def test_demo_runs_on_a_fresh_machine(embedded_dir: Path) -> None:
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     counts = dict(re.findall(r"observability\.(\w+)\s+(\d+)\s+\d+", out.stdout))
-    assert set(counts) == {"traces", "spans", "chat_messages", "document_events", "metrics_aggregates",
+    assert set(counts) == {"traces", "spans", "chat_messages", "document_events", "logs", "metrics_aggregates",
                            "provider_sync_status"}
     assert all(int(n) > 0 for n in counts.values()), counts
-    assert "└─" in out.stdout and "ingesting" in out.stderr
+    assert "ingesting" in out.stderr
+    # it ends with the waterfall of one trace, its log lines among the spans (issue 13)
+    waterfall = out.stdout[out.stdout.index("\ntrace "):]
+    assert "├" in waterfall and "█" in waterfall and "• INFO chat.question" in waterfall, waterfall
+    assert "see it again: HYPERTAIL_DATABASE__DSN=" in waterfall and " hypertail trace " in waterfall

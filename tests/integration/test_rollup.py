@@ -450,3 +450,48 @@ async def test_runs_with_the_least_privilege_ingest_role(conn: asyncpg.Connectio
 async def test_a_last_run_in_the_future_does_not_block(conn: asyncpg.Connection, spans: list[Span]) -> None:
     await run_rollup(conn, now=NOW + timedelta(days=1))  # e.g. a clock that was stepped back since
     assert (await run_rollup(conn, now=NOW, min_interval=timedelta(minutes=1))).ran
+
+
+async def test_requests_are_rolled_up_per_operation_type(conn: asyncpg.Connection) -> None:
+    """trace.duration_ms: one value per trace (a request), overall and per operation_type (issue 13's
+    dashboard counts requests from it), equal to percentile_cont over the traces; re-running changes nothing."""
+    rng = random.Random(13)
+    durations: dict[str, list[float]] = defaultdict(list)
+    minute = truncate(NOW, MINUTE.width) - timedelta(minutes=5)
+    for i in range(60):
+        op = ("chat", "rag", None)[i % 3]
+        ms = rng.randint(1, 5000)
+        await conn.execute(
+            "INSERT INTO observability.traces (trace_id, \"timestamp\", name, operation_type, status, duration_ms) "
+            "VALUES ($1, $2, 'req', $3, 'completed', $4)", f"{i + 1:032x}", minute + timedelta(seconds=i % 60), op, ms)
+        durations["*"].append(ms)
+        if op:
+            durations[op].append(ms)
+    await conn.execute(
+        "INSERT INTO observability.traces (trace_id, \"timestamp\", name, status) "
+        "VALUES ($1, $2, 'open', 'in_progress')",
+        "f" * 32, minute)  # no duration yet: not a value
+    first = await run_rollup(conn, now=NOW)
+    rows = await conn.fetch(
+        "SELECT dimensions->>'operation_type' AS op, count, p95 FROM observability.metrics_aggregates "
+        "WHERE metric_type = 'trace.duration_ms' AND bucket = $1 AND dimensions->>'granularity' = '1m'", minute)
+    got = {r["op"] or "*": (r["count"], r["p95"]) for r in rows}
+    assert set(got) == {"*", "chat", "rag"}
+    for op, xs in durations.items():
+        assert got[op][0] == len(xs) and got[op][1] == pytest.approx(percentile_cont(xs, 0.95)), op
+    second = await run_rollup(conn, now=NOW)
+    assert second.changed == 0 and second.rows == first.rows
+
+
+async def test_log_lines_are_counted_per_level(conn: asyncpg.Connection) -> None:
+    minute = truncate(NOW, MINUTE.width) - timedelta(minutes=3)
+    levels = ["info"] * 5 + ["error"] * 2 + [None]
+    for i, level in enumerate(levels):
+        await conn.execute(
+            "INSERT INTO observability.logs (id, \"timestamp\", level, event) VALUES ($1, $2, $3, 'e')",
+            uuid.uuid4(), minute + timedelta(seconds=i), level)
+    await run_rollup(conn, now=NOW)
+    rows = await conn.fetch(
+        "SELECT dimensions->>'level' AS level, count, sum FROM observability.metrics_aggregates "
+        "WHERE metric_type = 'log.lines' AND bucket = $1 AND dimensions->>'granularity' = '1m'", minute)
+    assert {r["level"]: (r["count"], r["sum"]) for r in rows} == {None: (8, 8.0), "info": (5, 5.0), "error": (2, 2.0)}

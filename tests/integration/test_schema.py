@@ -39,6 +39,10 @@ SPEC = {
         document_id uuid | kb_id uuid | event_type character varying(50)! | status character varying(20)! |
         duration_ms integer | chunk_count integer | token_count integer | page_count integer |
         file_size_bytes bigint | error_message text | metadata jsonb!""",
+    "observability.logs": """
+        id uuid! | timestamp timestamp with time zone! | trace_id character varying(32) |
+        span_id character varying(16) | level character varying(32) | logger character varying(255) |
+        event text | source character varying(255)! | metadata jsonb!""",
     "observability.metrics_aggregates": """
         id uuid! | bucket timestamp with time zone! | metric_type character varying(100)! |
         dimensions jsonb! | count bigint! | sum double precision | min double precision |
@@ -64,6 +68,7 @@ KEYS = {
     "observability.spans": {("p", 'PRIMARY KEY (span_id, "timestamp")')},
     "observability.chat_messages": {("p", 'PRIMARY KEY (id, "timestamp")')},
     "observability.document_events": {("p", 'PRIMARY KEY (id, "timestamp")')},
+    "observability.logs": {("p", 'PRIMARY KEY (id, "timestamp")')},
     "observability.metrics_aggregates": {
         ("p", "PRIMARY KEY (id, bucket)"),
         ("u", "UNIQUE (bucket, metric_type, dimensions)"),
@@ -88,11 +93,12 @@ INDEXED = [
     ("document_events", "(document_id,"), ("document_events", "(kb_id,"), ("document_events", "(event_type,"),
     ("document_events", "(status,"), ("document_events", "(trace_id)"),
     ("document_events", "WHERE ((status)::text = 'failed'"),
+    ("logs", "(trace_id)"), ("logs", "WHERE ((level)::text = ANY"),
     ("metrics_aggregates", "USING gin (dimensions)"), ("metrics_aggregates", "(metric_type, bucket DESC)"),
 ]
 TIME_COLUMNS = {
     "traces": "timestamp", "spans": "timestamp", "chat_messages": "timestamp",
-    "document_events": "timestamp", "metrics_aggregates": "bucket",
+    "document_events": "timestamp", "metrics_aggregates": "bucket", "logs": "timestamp",
 }
 
 
@@ -149,7 +155,7 @@ async def _check_timescaledb_layout(conn: asyncpg.Connection) -> None:
     got = {r["hypertable_name"]: (r["column_name"], r["time_interval"].days) for r in rows}
     assert got == {
         "traces": ("timestamp", 1), "spans": ("timestamp", 1), "document_events": ("timestamp", 1),
-        "chat_messages": ("timestamp", 7), "metrics_aggregates": ("bucket", 7),
+        "chat_messages": ("timestamp", 7), "metrics_aggregates": ("bucket", 7), "logs": ("timestamp", 1),
     }
     jobs = await conn.fetch(
         "SELECT proc_name, hypertable_name, config::text AS config FROM timescaledb_information.jobs "
@@ -159,6 +165,7 @@ async def _check_timescaledb_layout(conn: asyncpg.Connection) -> None:
     retention = {j["hypertable_name"]: j["config"] for j in jobs if j["proc_name"] == "policy_retention"}
     assert compress == set(got) and set(retention) == set(got)
     assert "365 days" in retention["chat_messages"] and "90 days" in retention["spans"]
+    assert "14 days" in retention["logs"]
 
 
 async def test_apply_twice_changes_nothing(conn: asyncpg.Connection) -> None:
@@ -166,7 +173,7 @@ async def test_apply_twice_changes_nothing(conn: asyncpg.Connection) -> None:
     mode = await apply_schema(conn, SchemaSettings())
     assert await catalog.snapshot(conn) == before
     assert mode.describe() in ("plain PostgreSQL", f"TimescaleDB {mode.timescaledb}")
-    assert await installed_version(conn) == 1
+    assert await installed_version(conn) == 2
 
 
 async def test_apply_over_older_version_adds_what_is_missing(conn: asyncpg.Connection) -> None:
@@ -189,11 +196,12 @@ async def test_migrate_reports_mode_and_layout(empty_dsn: str) -> None:
     result = await migrate(settings.database, empty_dsn, settings.schema_)
     assert result.mode.describe().startswith(("plain PostgreSQL", "TimescaleDB "))
     assert [h.table for h in result.layout] == (
-        ["chat_messages", "document_events", "metrics_aggregates", "spans", "traces"] if result.mode.timescaledb else []
+        ["chat_messages", "document_events", "logs", "metrics_aggregates", "spans", "traces"]
+        if result.mode.timescaledb else []
     )
     c = await asyncpg.connect(empty_dsn)
     try:
-        assert await installed_version(c) == 1
+        assert await installed_version(c) == 2
     finally:
         await c.close()
 
@@ -258,3 +266,21 @@ async def test_the_agent_skips_an_unchanged_schema_but_migrate_repairs(conn: asy
     await conn.execute("DROP INDEX observability.idx_spans_model")
     await apply_schema(conn, SchemaSettings(), only_if_changed=True)  # changed: applied
     assert "idx_spans_model" in " ".join((await catalog.indexes(conn)).values())
+
+
+async def test_an_agent_that_may_not_migrate_waits_for_version_2(conn: asyncpg.Connection, dsn: str) -> None:
+    """A version-1 database (no observability.logs) with schema.apply_on_start = false: the agent
+    stalls at startup with the reason instead of failing on its first batch of log lines."""
+    from agent.config import Settings
+    from agent.errors import StallError
+    from agent.sink.sink import Sink
+
+    await conn.execute("DELETE FROM hypertail.schema_version WHERE version = 2")
+    await conn.execute("INSERT INTO hypertail.schema_version (version) VALUES (1) ON CONFLICT DO NOTHING")
+    sink = Sink(Settings.model_validate({"database": {"dsn": dsn}}), dsn, lambda f, o: "")
+    try:
+        writer = await sink._connection()
+        with pytest.raises(StallError, match="schema version 1 is older than 2"):
+            await sink._check_schema(writer.conn, apply=False)
+    finally:
+        await sink.close()

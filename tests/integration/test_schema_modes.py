@@ -118,3 +118,14 @@ async def test_require_refuses_a_server_without_timescaledb(fresh: asyncpg.Conne
     with pytest.raises(TimescaleUnavailable, match=r"schema\.timescaledb = require, but TimescaleDB"):
         await apply_schema(fresh, SchemaSettings(timescaledb="require"))
     assert await fresh.fetchval("SELECT to_regclass('observability.spans')") is None  # nothing half-applied
+
+
+@pytest.mark.timescaledb
+async def test_logs_keep_their_own_retention(fresh: asyncpg.Connection) -> None:
+    """observability.logs (issue 13) is a 1-day-chunk hypertable whose retention is
+    schema.logs_retention_days, not the spans' retention_days."""
+    await _need_timescaledb(fresh)
+    await apply_schema(fresh, SchemaSettings(logs_retention_days=3, retention_days=40))
+    layout = {h.table: h for h in await hypertable_layout(fresh)}
+    assert layout["logs"].retention == "3 days" and layout["logs"].chunk_interval == "1 day"
+    assert layout["logs"].compress_after == "7 days" and layout["spans"].retention == "40 days"

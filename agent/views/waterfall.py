@@ -1,0 +1,314 @@
+"""``hypertail trace``: one trace as a terminal waterfall, and the same data as JSON.
+
+Layout, left to right: the label (indented by nesting), the bar area, the details (duration,
+status, model, tokens, cost, error). Every bar is placed on one time axis that runs from the
+earliest thing in the trace to the latest, so a bar's first cell is ``floor(offset / total *
+width)`` and it covers its duration (at least one cell). The axis line above the bars marks
+the area with ``├`` and ``┤``, which is how the tmux test finds it. Colour comes from ``rich``
+(errors red) and disappears by itself when the output is not a terminal or ``NO_COLOR`` is set.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from rich.text import Text
+
+from agent.views.model import SpanView, TraceView
+from agent.views.tree import LogRow, Row, SpanRow, rows
+
+MAX_ROWS = 400  # beyond this many rows (after folding) the rest is summarised; --all shows all
+TYPE_STYLE = {"llm": "magenta", "retrieval": "cyan", "embedding": "blue", "rerank": "cyan", "tool": "yellow"}
+LEVEL_STYLE = {"warning": "yellow", "error": "red", "critical": "bold red", "debug": "dim"}
+FULL, OPEN, FOLDED, LOG_MARK = "█", "░", "▓", "•"
+
+
+def _ms(delta: timedelta) -> float:
+    return delta.total_seconds() * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Axis:
+    """The common time axis: ``start`` is cell 0, ``total_ms`` spans ``width`` cells."""
+
+    start: datetime
+    total_ms: float
+    width: int
+
+    def cell(self, at: datetime) -> int:
+        x = math.floor(_ms(at - self.start) / self.total_ms * self.width)
+        return min(max(x, 0), self.width - 1)
+
+    def cells(self, start: datetime, duration_ms: float | None) -> tuple[int, int]:
+        """[first, last) cells of a bar; an open bar (no duration yet) runs to the axis end."""
+        a = self.cell(start)
+        if duration_ms is None:
+            return a, self.width
+        b = math.ceil((_ms(start - self.start) + duration_ms) / self.total_ms * self.width)
+        return a, min(max(b, a + 1), self.width)
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    duration_ms: float
+    spans: int
+    failed_spans: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+    logs: int
+
+
+def bounds(view: TraceView) -> tuple[datetime, datetime]:
+    """Earliest and latest instants of the trace: spans, their ends, logs, and the trace row."""
+    times: list[datetime] = []
+    for s in view.spans:
+        times.append(s.started)
+        if s.ended is not None:
+            times.append(s.ended)
+    times.extend(log.at for log in view.logs)
+    times.extend(m.at for m in view.chat_messages)
+    times.extend(d.at for d in view.document_events)
+    h = view.header
+    if h is not None:
+        times.append(h.started)
+        if h.ended_at is not None:
+            times.append(h.ended_at)
+        if h.duration_ms is not None:
+            times.append(h.started + timedelta(milliseconds=h.duration_ms))
+    return min(times), max(times)
+
+
+def totals(view: TraceView) -> Totals:
+    """The trace row's totals where it has them, else the sums over its spans."""
+    start, end = bounds(view)
+    h = view.header
+    spans = view.spans
+    tin = sum(s.input_tokens or 0 for s in spans)
+    tout = sum(s.output_tokens or 0 for s in spans)
+    cost = sum((s.cost_usd or Decimal(0) for s in spans), Decimal(0))
+    if h is not None:
+        tin = h.total_input_tokens if h.total_input_tokens is not None else tin
+        tout = h.total_output_tokens if h.total_output_tokens is not None else tout
+        cost = h.total_cost_usd if h.total_cost_usd is not None else cost
+    duration = float(h.duration_ms) if h is not None and h.duration_ms is not None else _ms(end - start)
+    return Totals(duration, len(spans), sum(s.status == "failed" for s in spans), tin, tout, cost, len(view.logs))
+
+
+# --- text -------------------------------------------------------------------------------------
+
+def fmt_ms(ms: float | None) -> str:
+    if ms is None:
+        return "running"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.2f} s"
+    return f"{ms / 60_000:.1f} min"
+
+
+def fmt_cost(cost: Decimal | None) -> str:
+    return "" if cost is None else f"${cost:.6f}"
+
+
+def _tokens(i: int | None, o: int | None) -> str:
+    return "" if i is None and o is None else f"{i or 0}/{o or 0} tok"
+
+
+def _span_label(r: SpanRow) -> str:
+    s = r.span
+    mark = "✗ " if s.status == "failed" else ""
+    return f"{'  ' * r.depth}{mark}{s.name} [{s.span_type}]"
+
+
+def _span_details(s: SpanView, orphan: bool) -> str:
+    parts = [fmt_ms(s.duration_ms), "(parent missing)" if orphan else "", s.status if s.status != "completed" else ""]
+    parts += [s.model or "", _tokens(s.input_tokens, s.output_tokens), fmt_cost(s.cost_usd)]
+    if s.status == "failed" and (s.error_type or s.error_message):
+        parts.append(f"{s.error_type or 'error'}: {s.error_message or ''}".strip())
+    return "  ".join(p for p in parts if p)
+
+
+def _label(r: Row) -> str:
+    if isinstance(r, SpanRow):
+        return _span_label(r)
+    if isinstance(r, LogRow):
+        lg = r.log
+        return f"{'  ' * r.depth}{LOG_MARK} {(lg.level or 'log').upper()} {lg.event or ''}".rstrip()
+    if not r.name:
+        what = f"{r.count} spans" if r.count else f"{r.logs} log lines"
+        return f"{'  ' * r.depth}⋯ {what} below"
+    return f"{'  ' * r.depth}⋯ {r.count} more {r.name} [{r.span_type}]"
+
+
+def _details(r: Row, axis: Axis) -> str:
+    if isinstance(r, SpanRow):
+        return _span_details(r.span, r.orphan)
+    if isinstance(r, LogRow):
+        lg = r.log
+        return "  ".join(p for p in (f"+{fmt_ms(_ms(lg.at - axis.start))}", lg.logger or "") if p)
+    span = None if r.ended is None else _ms(r.ended - r.started)
+    extra = [f"{r.nested} nested" if r.nested else "", f"{r.logs} logs" if r.logs else ""]
+    parts = [fmt_ms(span), _tokens(r.input_tokens or None, r.output_tokens or None),
+             fmt_cost(r.cost_usd) if r.cost_usd else "", *extra, "(--all unfolds)"]
+    return "  ".join(p for p in parts if p)
+
+
+def _style(r: Row) -> str:
+    if isinstance(r, SpanRow):
+        if r.span.status == "failed":
+            return "bold red"
+        return TYPE_STYLE.get(r.span.span_type, "green")
+    if isinstance(r, LogRow):
+        return LEVEL_STYLE.get((r.log.level or "").lower(), "")
+    return "dim"
+
+
+def _bar(r: Row, axis: Axis) -> str:
+    cells = [" "] * axis.width
+    if isinstance(r, LogRow):
+        cells[axis.cell(r.log.at)] = LOG_MARK
+        return "".join(cells)
+    if isinstance(r, SpanRow):
+        a, b = axis.cells(r.span.started, r.span.duration_ms)
+        glyph = FULL if r.span.duration_ms is not None else OPEN
+    else:
+        a, b = axis.cells(r.started, None if r.ended is None else _ms(r.ended - r.started))
+        glyph = FOLDED
+    for i in range(a, b):
+        cells[i] = glyph
+    return "".join(cells)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def _header_lines(view: TraceView, t: Totals, start: datetime) -> list[Text]:
+    h = view.header
+    if h is None:
+        title = Text(f"trace {view.trace_id}  (no trace record yet: spans and logs only)", style="bold")
+    else:
+        status_style = "bold red" if h.status == "failed" else ("yellow" if h.status == "in_progress" else "green")
+        title = Text.assemble((f"trace {view.trace_id}  ", "bold"), (h.name, "bold"),
+                              f"  {h.operation_type or ''}  ", (h.status, status_style))
+        if h.status == "failed" and (h.error_type or h.error_message):
+            title.append(f"  {h.error_type or 'error'}: {h.error_message or ''}", style="red")
+    when = f"started {start.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]} UTC  {t.spans} spans  {t.logs} log lines"
+    if h is not None and h.user_id:
+        when += f"  user {h.user_id}"
+    return [title, Text(when, style="dim")]
+
+
+def render(view: TraceView, width: int, *, fold: bool = True, max_rows: int = MAX_ROWS) -> list[Text]:
+    """The waterfall as lines (rich Text, styled): the bar lines are ``width`` cells at most and
+    never wrap (``no_wrap``), the header and footer wrap like prose."""
+    start, end = bounds(view)
+    t = totals(view)
+    all_rows = rows(view, fold=fold, max_rows=max_rows)
+    shown = all_rows if not fold else all_rows[:max_rows]
+    labels = [_label(r) for r in shown]
+    axis_probe = Axis(start, max(_ms(end - start), 1.0), 1)
+    details = [_details(r, axis_probe) for r in shown]
+    lw = min(max([len(x) for x in labels] + [16]), max(16, int(width * 0.30)))
+    dw = min(max([len(x) for x in details] + [8]), max(8, int(width * 0.40)))
+    bw = max(10, width - lw - dw - 2)
+    axis = Axis(start, max(_ms(end - start), 1.0), bw)
+    out = _header_lines(view, t, start)
+    scale = f"0 ms{fmt_ms(axis.total_ms).rjust(bw - 4)}"
+    out.append(Text(" " * (lw + 1) + scale, style="dim", no_wrap=True, overflow="crop"))
+    out.append(Text(" " * (lw + 1) + "├" + "─" * (bw - 2) + "┤", style="dim", no_wrap=True, overflow="crop"))
+    for r, label, detail in zip(shown, labels, details, strict=True):
+        style = _style(r)
+        line = Text(_cut(label, lw).ljust(lw) + " ", style=style if isinstance(r, SpanRow | LogRow) else "dim",
+                    no_wrap=True, overflow="crop")
+        line.append(_bar(r, axis), style=style)
+        line.append(" " + _cut(detail, dw), style="red" if style == "bold red" else "dim")
+        out.append(line)
+    if len(shown) < len(all_rows):
+        out.append(Text(f"… {len(all_rows) - len(shown)} more rows not shown (--all shows every span)", style="dim"))
+    out.extend(_footer(view, t, start))
+    return out
+
+
+def _footer(view: TraceView, t: Totals, start: datetime) -> list[Text]:
+    failed = f" ({t.failed_spans} failed)" if t.failed_spans else ""
+    out = [Text(""), Text.assemble(
+        ("totals  ", "bold"), f"duration {fmt_ms(t.duration_ms)}  spans {t.spans}", (failed, "bold red"),
+        f"  tokens {t.input_tokens} in / {t.output_tokens} out  cost {fmt_cost(t.cost_usd)}  logs {t.logs}")]
+    if view.chat_messages:
+        out.append(Text(f"chat messages ({len(view.chat_messages)})", style="bold"))
+        for m in view.chat_messages:
+            extra = "  ".join(p for p in (m.model or "", _tokens(m.input_tokens, m.output_tokens)) if p)
+            content = m.content.replace("\n", " ")
+            out.append(Text(f"  +{fmt_ms(_ms(m.at - start))}  {m.role:<9}  {_cut(content, 80)!r}  {extra}".rstrip()))
+    if view.document_events:
+        out.append(Text(f"document events ({len(view.document_events)})", style="bold"))
+        for d in view.document_events:
+            parts = [f"+{fmt_ms(_ms(d.at - start))}", d.event_type, d.status,
+                     fmt_ms(d.duration_ms) if d.duration_ms is not None else "",
+                     f"document {d.document_id}" if d.document_id else "",
+                     f"{d.chunk_count} chunks" if d.chunk_count is not None else "", d.error_message or ""]
+            out.append(Text("  " + "  ".join(p for p in parts if p), style="red" if d.status == "failed" else ""))
+    return out
+
+
+# --- JSON ------------------------------------------------------------------------------------
+
+def iso(ts: datetime | None) -> str | None:
+    return None if ts is None else ts.isoformat(timespec="microseconds")
+
+
+def _num(cost: Decimal | None) -> float | None:
+    return None if cost is None else float(cost)
+
+
+def to_json(view: TraceView) -> dict[str, Any]:
+    """The trace as plain data: every stored field, plus offsets from the trace's start."""
+    start, _ = bounds(view)
+    t = totals(view)
+    h = view.header
+
+    def off(at: datetime) -> float:
+        return round(_ms(at - start), 3)
+
+    return {
+        "trace_id": view.trace_id,
+        "started_at": iso(start),
+        "trace": None if h is None else {
+            "name": h.name, "started_at": iso(h.started), "operation_type": h.operation_type, "user_id": h.user_id,
+            "session_id": h.session_id, "status": h.status, "ended_at": iso(h.ended_at), "duration_ms": h.duration_ms,
+            "error_type": h.error_type, "error_message": h.error_message,
+            "total_input_tokens": h.total_input_tokens, "total_output_tokens": h.total_output_tokens,
+            "total_cost_usd": _num(h.total_cost_usd), "metadata": h.metadata,
+        },
+        "spans": [{
+            "span_id": s.span_id, "parent_span_id": s.parent_span_id, "name": s.name, "span_type": s.span_type,
+            "status": s.status, "started_at": iso(s.started), "offset_ms": off(s.started), "duration_ms": s.duration_ms,
+            "model": s.model, "input_tokens": s.input_tokens, "output_tokens": s.output_tokens,
+            "cost_usd": _num(s.cost_usd), "error_type": s.error_type, "error_message": s.error_message,
+            "metadata": s.metadata,
+        } for s in view.spans],
+        "logs": [{
+            "timestamp": iso(lg.at), "offset_ms": off(lg.at), "level": lg.level, "logger": lg.logger,
+            "event": lg.event, "span_id": lg.span_id, "source": lg.source, "metadata": lg.metadata,
+        } for lg in view.logs],
+        "chat_messages": [{
+            "timestamp": iso(m.at), "role": m.role, "content": m.content, "model": m.model,
+            "conversation_id": m.conversation_id, "turn_number": m.turn_number, "input_tokens": m.input_tokens,
+            "output_tokens": m.output_tokens, "span_id": m.span_id,
+        } for m in view.chat_messages],
+        "document_events": [{
+            "timestamp": iso(d.at), "event_type": d.event_type, "status": d.status, "document_id": d.document_id,
+            "duration_ms": d.duration_ms, "chunk_count": d.chunk_count, "error_message": d.error_message,
+        } for d in view.document_events],
+        "totals": {
+            "duration_ms": t.duration_ms, "spans": t.spans, "failed_spans": t.failed_spans,
+            "input_tokens": t.input_tokens, "output_tokens": t.output_tokens, "cost_usd": float(t.cost_usd),
+            "logs": t.logs,
+        },
+    }
