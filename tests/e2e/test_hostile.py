@@ -214,7 +214,9 @@ async def test_inode_reuse_with_identical_heads_while_running(
     for n, k in zip(names, SIZES, strict=True):
         (logs / n).write_bytes(HEADER + lines(range(total, total + k)))
         total += k
-    assert len(old & {(logs / n).stat().st_ino for n in names}) >= 20  # ext4 hands the freed inodes out again
+    # The scenario needs freed inodes handed out again; how many the filesystem reuses depends on
+    # what else creates files meanwhile (a loaded CI machine gave 4 of 30), so at least one.
+    assert len(old & {(logs / n).stat().st_ino for n in names}) >= 1
     wait_until(lambda: count_sync(agent.dsn) >= total, timeout=60, what=f"{total} rows")
     time.sleep(0.5)
     assert agent.term() == 0, agent.output()
@@ -230,7 +232,7 @@ async def test_inode_reuse_with_identical_heads_across_a_restart(
         (logs / n).write_bytes(HEADER + lines(range(i * 10, i * 10 + 10)))
     drain(agent)
     reused, total = recreate(logs, names, 300, SIZES)
-    assert reused >= 20
+    assert reused >= 1  # see above: reuse depends on the machine's other file activity
     drain(agent)
     assert_exact(await seqs(db), total)
     assert await dead_letters(db) == []
