@@ -18,6 +18,7 @@ import contextlib
 import os
 import re
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -49,6 +50,8 @@ _ROUTINE_SOURCE_EVENTS = frozenset({
 _STORE_ALL = AppLogPolicy()
 ROW_ID_NAMESPACE = uuid.UUID("6f1c4a2e-52b8-4d7e-9a51-2f0c7d1e8b33")
 _STOP = None
+_BACKGROUND_GRACE_S = 2.0  # for background loops to see the stop event and end
+_WATCHDOG_SLACK_S = 15.0  # beyond the drain's timeout: final report, HTTP and connection close
 
 
 def row_id(agent_id: str, file_key: str, offset: int) -> uuid.UUID:
@@ -101,6 +104,7 @@ class Runner:
         self.metrics.seconds_since_last_commit.set_function(self._since_last_commit)
         self.exit_code = 0
         self._pruned = False
+        self._watchdog: _ShutdownWatchdog | None = None
 
     # ---- wiring -------------------------------------------------------------------------------
     def _tail_hash(self, file: FileRef, offset: int) -> str:
@@ -302,9 +306,10 @@ class Runner:
     # ---- operations ----------------------------------------------------------------------------
     async def _heartbeat(self) -> None:
         """Liveness: proves the loop turns, from the very start (also while the database is down)."""
-        while True:
+        while not self._stop.is_set():
             self.state.loop_beat = time.monotonic()
-            await asyncio.sleep(0.5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=0.5)
 
     def bytes_behind(self) -> int:
         if self.tailer is None:
@@ -324,18 +329,20 @@ class Runner:
         return out
 
     async def _ops_loop(self) -> None:
-        """Ping the database (readiness) and refresh provider_sync_status."""
+        """Ping the database (readiness) and refresh provider_sync_status, until stopped.
+
+        Each job is bounded by its connection's deadline (see :meth:`Sink.jobs`): a job that
+        hangs on a connection the server dropped without a word cannot freeze the readiness
+        this loop keeps, and the next round connects afresh.
+        """
         period = self.settings.ops.sync_interval_ms / 1000
-        # A job that hangs (a connection the server dropped without a word) must not freeze the
-        # readiness this loop keeps: each round is bounded, and the next ping tries again.
-        bound = 2 * self.settings.database.connect_timeout_s + self.settings.database.statement_timeout_ms / 1000
-        while True:
+        while not self._stop.is_set():
             self._db_ok = await self.sink.ping()
-            if self._db_ok:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._report_sync(), timeout=bound)
-                    await asyncio.wait_for(self._prune_once(), timeout=bound)
-            await asyncio.sleep(period)
+            if self._db_ok and not self._stop.is_set():
+                await self._report_sync()
+                await self._prune_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=period)
 
     async def _prune_once(self) -> None:
         """After the first scan: forget checkpoints of files long gone (see agent.sink.prune)."""
@@ -345,7 +352,7 @@ class Runner:
         self._pruned = True
         days = self.settings.agent.checkpoint_retention_days
         try:
-            async with self.sink.jobs() as conn, conn.transaction():  # pooler-safe: one transaction
+            async with self.sink.jobs(self.sink.job_deadline()) as conn, conn.transaction():  # one transaction
                 n = await prune_checkpoints(conn, self.settings.agent.id, keys, days)
         except Exception as exc:
             self._pruned = False  # try again at the next round
@@ -356,8 +363,9 @@ class Runner:
 
     async def _report_sync(self, final: bool = False) -> None:
         h = self.sink.health
+        deadline = 2.0 if final else self.sink.job_deadline()
         try:
-            async with self.sink.jobs() as conn, conn.transaction():
+            async with self.sink.jobs(deadline) as conn, conn.transaction():
                 error = h.last_error if h.consecutive_failures else None
                 await report_agent(conn, self.settings.agent.id, started=self.state.started, stalled=h.stalled,
                                    error=error, retries=h.consecutive_failures, last_commit=h.last_commit,
@@ -384,6 +392,8 @@ class Runner:
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def request_stop(self) -> None:
+        if not self.state.stopping:
+            self._watchdog = _ShutdownWatchdog(self.settings.agent.shutdown_timeout_s + _WATCHDOG_SLACK_S, self.log)
         self.state.stopping = True
         self._stop.set()
         if self.tailer is not None:
@@ -466,14 +476,20 @@ class Runner:
         return None
 
     async def _shutdown_background(self, background: list[asyncio.Task[None]]) -> None:
-        for task in background:
+        """End the background tasks without cancelling a query: the stop event ends their loops,
+        and terminating the jobs connection fails whatever job is still running on it at once."""
+        self._stop.set()
+        self.sink.abort_jobs()
+        _, pending = await asyncio.wait(background, timeout=_BACKGROUND_GRACE_S)
+        for task in pending:  # the heartbeat, or a job that went on connecting
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._report_sync(final=True), timeout=2)
+        await self._report_sync(final=True)
         if self._http is not None:
             await self._http.cleanup()
         await self.sink.close()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
 
     async def _drain(
         self, reader: asyncio.Task[None], committer: asyncio.Task[None], ticker: asyncio.Task[None]
@@ -493,6 +509,8 @@ class Runner:
             self.log.error("agent.shutdown_timeout", timeout_s=timeout)
             self.exit_code = 1
         finally:
+            if not committer.done():  # out of time: end the COPY without a CancelRequest
+                self.sink.abort()
             for task in (reader, committer, ticker):
                 task.cancel()
             await asyncio.gather(reader, committer, ticker, return_exceptions=True)
@@ -504,3 +522,39 @@ def reason_class(dl: DeadLetter) -> str:
         return f"field:{dl.field}"
     head = dl.reason.split(":", 1)[0]
     return re.sub(r"(?<![\w-])\d+", "N", head)[:60] or "unknown"
+
+
+class _ShutdownWatchdog:
+    """The last guarantee that a stop ends the process, as a thread so a blocked loop cannot
+    hold it up: if the shutdown outlives its budget, name the tasks still pending and exit 1.
+
+    Nothing is lost by that: what was not committed is read again on the next start. It only
+    fires when a shutdown step hangs, which is a bug to report, so it says where.
+    """
+
+    def __init__(self, seconds: float, log: Any) -> None:
+        self.log = log
+        self.loop = asyncio.get_running_loop()
+        self.timer = threading.Timer(seconds, self._fire, args=(seconds,))
+        self.timer.daemon = True
+        self.timer.start()
+
+    def cancel(self) -> None:
+        """The shutdown finished in time."""
+        self.timer.cancel()
+
+    def _fire(self, seconds: float) -> None:
+        pending = [_where(task) for task in asyncio.all_tasks(self.loop)]
+        self.log.error("agent.shutdown_stuck", after_s=seconds, pending=pending)
+        os._exit(1)
+
+
+def _where(task: asyncio.Task[Any]) -> str:
+    """A task's name and its chain of awaits (outermost first), for the watchdog's report."""
+    chain: list[str] = []
+    coro: Any = task.get_coro()
+    while coro is not None and getattr(coro, "cr_frame", None) is not None:
+        frame = coro.cr_frame
+        chain.append(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None)
+    return f"{task.get_name()} at {' > '.join(chain) or '?'}"

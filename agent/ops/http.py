@@ -95,7 +95,7 @@ def make_app(view: ProbeView) -> web.Application:
 
 async def serve(view: ProbeView, host: str, port: int) -> web.AppRunner:
     """Start serving; the caller keeps the runner and calls ``cleanup()`` at shutdown."""
-    runner = web.AppRunner(make_app(view), access_log=None)
+    runner = web.AppRunner(make_app(view), access_log=None, shutdown_timeout=1.0)  # probes answer at once
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -72,7 +72,8 @@ class Sink:
             self.health.connected = True
         return self._writer
 
-    async def _drop_connection(self) -> None:
+    def _drop_writer(self) -> None:
+        """Terminate the ingesting connection (it may be broken); the next commit reconnects."""
         writer, self._writer = self._writer, None
         self.health.connected = False
         if writer is not None and not writer.conn.is_closed():
@@ -91,7 +92,7 @@ class Sink:
         self.health.last_error = message
         self.health.stalled = message if isinstance(err, StallError) else None
         if isinstance(err, RetryableError):
-            await self._drop_connection()
+            self._drop_writer()
         delay = self._backoff(self.health.consecutive_failures)
         self.health.consecutive_failures += 1
         if self.on_retry is not None:
@@ -172,11 +173,14 @@ class Sink:
         return mask_dsn(text) if "://" in text else text
 
     @contextlib.asynccontextmanager
-    async def jobs(self) -> AsyncIterator[asyncpg.Connection]:
+    async def jobs(self, deadline_s: float | None = None) -> AsyncIterator[asyncpg.Connection]:
         """The background jobs' connection, one job at a time; dropped when a job fails on it.
 
         A job that raises may have left the connection mid-transaction or broken, so it is
-        closed and the next job connects afresh.
+        closed and the next job connects afresh. ``deadline_s`` bounds a job by *terminating*
+        its connection when time is up, never by cancelling it: a cancelled asyncpg query
+        sends a CancelRequest and then waits, without a limit, for the server (or a busy
+        pooler) to acknowledge it, which is how a shutdown used to hang.
         """
         async with self._job_lock:
             if self._job is None or self._job.is_closed():
@@ -184,33 +188,55 @@ class Sink:
                     self._job = await asyncpg.connect(**connect_kwargs(self.settings.database, self.dsn))
                 except Exception as exc:
                     raise classify(exc) from exc
+            conn = self._job
+            timer = None if deadline_s is None else asyncio.get_running_loop().call_later(deadline_s, conn.terminate)
             try:
-                yield self._job
+                yield conn
             except BaseException:
-                self._job.terminate()
+                conn.terminate()
                 self._job = None
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
+
+    def job_deadline(self) -> float:
+        """How long one ping or status report may take: two connects and one statement."""
+        db = self.settings.database
+        return 2 * db.connect_timeout_s + db.statement_timeout_ms / 1000
 
     async def ping(self) -> bool:
         """True when the database answers on the jobs connection (simple protocol: no statement)."""
         limit = self.settings.database.connect_timeout_s
         try:
-            # Bounded as a whole: waiting for the jobs connection (another job holds it) counts too.
-            async with asyncio.timeout(2 * limit), self.jobs() as conn:
-                await conn.execute("SELECT 1", timeout=limit)
+            # Waiting for the jobs connection (another job holds it) is bounded by that job's own
+            # deadline; connect and query are bounded here.
+            async with self.jobs(deadline_s=2 * limit) as conn:
+                await conn.execute("SELECT 1")
         except Exception as exc:
             self.health.last_error = self.redact(str(classify(exc)))
             return False
         return True
 
-    async def close(self) -> None:
+    def abort_jobs(self) -> None:
+        """Terminate the jobs connection now: whatever job runs on it fails at once (no
+        CancelRequest, no wait); the next job connects afresh."""
         job, self._job = self._job, None
         if job is not None and not job.is_closed():
             job.terminate()
+
+    def abort(self) -> None:
+        """Terminate both connections now (a drain that ran out of time): an interrupted
+        transaction is rolled back by the server and its lines are read again on restart."""
+        self.abort_jobs()
+        self._drop_writer()
+
+    async def close(self) -> None:
+        """Close the ingesting connection politely (asyncpg terminates it after 2 s) and the
+        jobs connection at once."""
+        self.abort_jobs()
         writer, self._writer = self._writer, None
-        if writer is not None and not writer.conn.is_closed():
-            try:
-                await asyncio.wait_for(writer.conn.close(), timeout=2)
-            except Exception:
-                writer.conn.terminate()
         self.health.connected = False
+        if writer is not None and not writer.conn.is_closed():
+            with contextlib.suppress(Exception):
+                await writer.conn.close(timeout=2)

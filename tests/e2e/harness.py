@@ -122,11 +122,16 @@ rollup_enabled = false
     def term(self) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
+        return self.wait(60)
 
     def wait(self, timeout: float = 120) -> int:
+        """The exit code; a process still running after ``timeout`` fails with its output's end."""
         assert self.proc is not None
-        return self.proc.wait(timeout=timeout)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.agent_id} still running after {timeout}s; its output ends:\n"
+                                 + self.output()[-4000:]) from None
 
     def stop_quietly(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -7,6 +7,7 @@ of the complete lines.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import threading
@@ -279,6 +280,30 @@ async def test_memory_budget_holds_while_database_is_down(
     wait_until(lambda: count_sync(dsn) == n, timeout=120, what="all rows after the outage")
     assert agent.term() == 0
     assert peak - baseline < 2 * budget + (8 << 20), (baseline, peak)
+
+
+async def test_stop_while_a_background_job_waits_on_a_lock(
+    agent: Agent, logs: Path, dsn: str, db: asyncpg.Connection
+) -> None:
+    """The status report blocks on a lock another session holds; SIGTERM still drains and exits
+    0: the stuck job's connection is terminated, not cancelled and waited for."""
+    agent.start()
+    _wait_probe(agent, "/readyz", 200)
+    write_lines(logs / "app.log", range(500))
+    wait_until(lambda: count_sync(dsn) == 500, timeout=60, what="the rows")
+    async with db.transaction():
+        await db.execute("LOCK TABLE observability.provider_sync_status IN ACCESS EXCLUSIVE MODE")
+        await asyncio.sleep(1.0)  # sync_interval_ms = 200: the agent's next report now waits on the lock
+        waiting = await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hypertail' AND wait_event_type = 'Lock'")
+        assert waiting >= 1
+        write_lines(logs / "app.log", range(500, 600))  # and ingestion goes on meanwhile
+        wait_until(lambda: count_sync(dsn) == 600, timeout=60, what="the rows written under the lock")
+        code = await asyncio.to_thread(agent.term)  # while the lock is still held
+    assert code == 0, agent.output()
+    assert count_sync(dsn) == 600
+    out = agent.output()
+    assert '"event":"agent.stopped"' in out and "agent.shutdown_stuck" not in out, out
 
 
 async def test_trace_start_end_and_duplicate_span_end_to_end(

@@ -163,3 +163,32 @@ async def test_an_agent_holds_two_server_connections(agent: Agent, logs: Path, d
     finally:
         await conn.close()
         agent.stop_quietly()
+
+
+async def test_stop_through_pgbouncer_while_a_job_waits_on_a_lock(
+    tmp_path: Path, dsn: str, bouncer: pgbouncer.PgBouncer
+) -> None:
+    """Through the pooler, the status report blocks on a lock another session holds; SIGTERM
+    still drains and exits 0 while the lock is held, without waiting on a CancelRequest."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    a = Agent(workdir=tmp_path, dsn=bouncer.dsn_for(urlsplit(dsn).path.lstrip("/")), logs=logs, agent_id="locked")
+    a.start()
+    try:
+        wait_until(lambda: '"event":"agent.ready"' in a.output(), timeout=90, what="ready")
+        (logs / "app.log").write_bytes(b"".join(span_line(s) for s in range(300)))
+        count = "SELECT count(*) FROM observability.spans"
+        wait_until(lambda: fetchval_sync(dsn, count) == 300, timeout=60, what="the rows")
+        db = await asyncpg.connect(dsn)
+        try:
+            async with db.transaction():
+                await db.execute("LOCK TABLE observability.provider_sync_status IN ACCESS EXCLUSIVE MODE")
+                await asyncio.sleep(1.0)  # the agent's next status report now waits on the lock
+                code = await asyncio.to_thread(a.term)
+        finally:
+            await db.close()
+        out = a.output()
+        assert code == 0, out
+        assert '"event":"agent.stopped"' in out and "agent.shutdown_stuck" not in out, out
+    finally:
+        a.stop_quietly()
