@@ -21,7 +21,7 @@ EVENTS = {
     "agent.stopped": "clean exit after the final commit",
     "agent.forced_exit": "a second signal: exit at once (uncommitted lines are read again next start)",
     "agent.shutdown_timeout": "draining took longer than agent.shutdown_timeout_s",
-    "agent.shutdown_stuck": "a shutdown step hung past agent.shutdown_timeout_s + 15 s: exit 1, naming each pending task",
+    "agent.shutdown_stuck": "a shutdown step hung 15 s past agent.shutdown_timeout_s: exit 1, naming each pending task",
     "agent.crashed": "a pipeline task failed on a bug; the agent stops with exit 1 (nothing committed is lost)",
     "agent.idle_exit": "--exit-when-idle: everything committed and quiet for the grace period",
     "db.mode": "storage mode: TimescaleDB <version> or plain PostgreSQL",
