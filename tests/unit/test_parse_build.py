@@ -1,9 +1,10 @@
-"""The span fast path against the generic path, on lines with app keys and ``metadata`` objects.
+"""The generated builders against the field-by-field reference, on app lines of every shape.
 
-The fast path may refuse any line (``None``); whatever it returns must be the generic path's row
-value for value - compared by type and ``repr``, so a ``Decimal`` exponent, a ``-0.0`` or one
-byte of metadata text counts. Lines built only from clean values must take the fast path, so a
-fast path that silently refuses app metadata fails here too.
+Whatever a line carries besides the contract's fields - unknown keys, ``metadata`` objects that
+clash, values that need a repair, any key order, another discriminator key - the row must be the
+reference's value for value, compared by type and ``repr``, so a ``Decimal`` exponent, a ``-0.0``
+or one byte of metadata text counts. The inline checks the builders use to skip a converter are
+held to that converter directly.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agent import contract as c
-from agent import parse as parse_mod
-from agent import parse_fast
+from agent import parse_build
 from agent import parse_fields as pf
 from agent.model import DeadLetter, Row
 from agent.parse import parse
-from agent.parse_fast import fast_span
+from tests.reference_parse import reference
 from tests.strategies import Case, cases, json_values
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -79,69 +79,45 @@ def adversarial_values() -> st.SearchStrategy[Any]:
 
 
 @st.composite
-def app_lines(draw: st.DrawFn) -> tuple[bytes, str, bool]:
-    """(line, discriminator key, whether the fast path must take it)."""
-    plain = draw(st.booleans())
-    case: Case = draw(cases(c.SPAN, plain=True) if plain else cases(c.SPAN))
+def app_lines(draw: st.DrawFn) -> tuple[bytes, str]:
+    """(line, discriminator key): a record of any kind with app keys, clashes and odd values."""
+    kind = draw(st.sampled_from(c.RECORD_KINDS))
+    case: Case = draw(cases(kind, plain=draw(st.booleans())))
     record = dict(case.record)
-    must = plain
     for _ in range(draw(st.integers(0, 4))):
-        kind = draw(st.integers(0, 2))
-        if kind == 0:
+        which = draw(st.integers(0, 2))
+        if which == 0:
             key, value = draw(CLEAN_KEYS), draw(clean_values())
-            if key in _SPECIAL or key in record:
-                must = False  # a contract field or bookkeeping: not metadata
-        elif kind == 1:
-            key, value, must = draw(TRICKY_KEYS), draw(st.one_of(clean_values(), adversarial_values())), False
+        elif which == 1:
+            key, value = draw(TRICKY_KEYS), draw(st.one_of(clean_values(), adversarial_values()))
             if key in (c.DEFAULT_RECORD_TYPE_KEY, "kind"):
                 continue  # the discriminator itself stays
         else:
-            key, value, must = draw(CLEAN_KEYS), draw(adversarial_values()), False
+            key, value = draw(CLEAN_KEYS), draw(adversarial_values())
         record[key] = value
-    if draw(st.integers(0, 3)) == 0:  # text right at, or one past, its column's limit
-        f = draw(st.sampled_from(_LIMITED))
-        over = draw(st.integers(-1, 1))
-        record[f.name] = "x" * (f.max_len + over)  # type: ignore[operator]
-        must = must and over < 1  # cut or invalid: the generic path's to decide
+    limited = [f for f in c.FIELDS[kind] if f.max_len and f.type in (c.VARCHAR_T, c.TEXT_T) and f.name != "status"]
+    if limited and draw(st.integers(0, 3)) == 0:  # text right at, or one past, its column's limit
+        f = draw(st.sampled_from(limited))
+        record[f.name] = "x" * (f.max_len + draw(st.integers(-1, 1)))  # type: ignore[operator]
     which = draw(st.integers(0, 5))
     if which == 1:  # what agent.emit writes for extra keyword arguments
         record[c.METADATA] = draw(st.dictionaries(CLEAN_KEYS, clean_values(), max_size=4))
     elif which == 2:  # clashing with the unknown keys and with bookkeeping
         keys = st.one_of(st.sampled_from(sorted(k for k in record if isinstance(k, str))), TRICKY_KEYS, CLEAN_KEYS)
         record[c.METADATA] = draw(st.dictionaries(keys, st.one_of(clean_values(), adversarial_values()), max_size=4))
-        must = False
     elif which == 3:  # not an object: kept under its own key
         record[c.METADATA] = draw(st.one_of(clean_values(), adversarial_values()))
-        must = False
     if draw(st.booleans()):
-        record[c.EVENT] = draw(st.one_of(st.sampled_from([c.SPAN, "retrieval done", None, 3, ""]), clean_values()))
+        record[c.EVENT] = draw(st.one_of(st.sampled_from([kind, "retrieval done", None, 3, ""]), clean_values()))
+    if draw(st.booleans()):  # a start derived from timestamp - duration_ms
+        record.pop(c.STARTED_AT, None)
     order = draw(st.permutations(list(record)))
     record = {k: record[k] for k in order}
     key = c.DEFAULT_RECORD_TYPE_KEY
     if draw(st.integers(0, 5)) == 0 and "kind" not in record:
         key = "kind"
         record = {("kind" if k == c.DEFAULT_RECORD_TYPE_KEY else k): v for k, v in record.items()}
-    return line_of(record), key, must
-
-
-@pytest.fixture(autouse=True)
-def _empty_shape_tables() -> None:
-    """Other tests fill the shape tables; a full table compiles nothing new, by design."""
-    fresh_tables()
-
-
-def fresh_tables() -> None:
-    parse_fast.SHAPES.clear()
-    parse_fast._OVERFLOW.clear()
-
-
-def generic_row(data: bytes, key: str) -> Any:
-    obj = orjson.loads(data)
-    del obj[key]
-    try:
-        return parse_mod._build(c.SPAN, obj, data, None)
-    except pf.Invalid as exc:
-        return str(exc)
+    return line_of(record), key
 
 
 # examples the generator may not find on its own: emit's nested metadata, e2e's unknown key,
@@ -153,76 +129,54 @@ _BASE = (f'"span_id":"{SID}","trace_id":"{TID}","name":"llm","started_at":"2024-
 
 @SETTINGS
 @given(app_lines())
-@example((("{" + _BASE + ',"metadata":{"seq":1,"user_tier":"pro"}}').encode(), "record_type", True))
-@example((("{" + _BASE + ',"seq":7,"cost_usd":0.000321,"temperature":0.2}').encode(), "record_type", True))
-@example((("{" + _BASE + ',"seq":"a\\u0000b"}').encode(), "record_type", False))
-@example((("{" + _BASE + ',"deep":' + DEEP300 + "}").encode(), "record_type", False))
-@example((("{" + _BASE + ',"deep":' + DEEP200 + "}").encode(), "record_type", True))
-@example((("{" + _BASE + ',"a":1,"metadata":{"a":2,"event":"x","level":"debug"},"b":3}').encode(),
-          "record_type", True))
-@example((("{" + _BASE + ',"metadata":null,"x":1}').encode(), "record_type", True))
-@example((("{" + _BASE + ',"cost_usd":2.5e-06,"temperature":1}').encode(), "record_type", True))  # a tie
-@example((("{" + _BASE + ',"cost_usd":-1.0000005,"x":1}').encode(), "record_type", True))
-@example((("{" + _BASE + ',"big":18446744073709551615,"neg":-9223372036854775808}').encode(), "record_type", True))
-def test_fast_path_equals_generic_path_on_app_lines(args: tuple[bytes, str, bool]) -> None:
-    data, key, must = args
-    fresh_tables()  # generated key orders fill the table within one run
-    generic = generic_row(data, key)
-    fast = fast_span(orjson.loads(data), key)
-    if must:
-        assert fast is not None, data
-    if fast is not None:
-        assert strict(fast) == strict(generic), data
-        assert isinstance(generic, Row) and fast.values[-1] == generic.values[-1]  # metadata, byte for byte
-    result = parse(data, record_type_key=key)
-    if isinstance(generic, Row):
-        assert strict(result) == strict(generic), data
-    else:
-        assert isinstance(result, DeadLetter) and result.reason == generic
+@example((("{" + _BASE + ',"metadata":{"seq":1,"user_tier":"pro"}}').encode(), "record_type"))
+@example((("{" + _BASE + ',"seq":7,"cost_usd":0.000321,"temperature":0.2}').encode(), "record_type"))
+@example((("{" + _BASE + ',"seq":"a\\u0000b"}').encode(), "record_type"))
+@example((("{" + _BASE + ',"deep":' + DEEP300 + "}").encode(), "record_type"))
+@example((("{" + _BASE + ',"deep":' + DEEP200 + "}").encode(), "record_type"))
+@example((("{" + _BASE + ',"a":1,"metadata":{"a":2,"event":"x","level":"debug"},"b":3}').encode(), "record_type"))
+@example((("{" + _BASE + ',"metadata":null,"x":1}').encode(), "record_type"))
+@example((("{" + _BASE + ',"cost_usd":2.5e-06,"temperature":1}').encode(), "record_type"))  # a tie
+@example((("{" + _BASE + ',"cost_usd":-1.0000005,"x":1}').encode(), "record_type"))
+@example((("{" + _BASE + ',"big":18446744073709551615,"neg":-9223372036854775808}').encode(), "record_type"))
+@example((("{" + _BASE + ',"span_id":"B7AD6B7169203331","status":"FAILED","name":"a\\u0000"}').encode(), "record_type"))
+def test_builders_equal_the_reference_on_app_lines(args: tuple[bytes, str]) -> None:
+    data, key = args
+    want = reference(data, key)
+    got = parse(data, record_type_key=key)
+    assert strict(got) == strict(want), data
+    if isinstance(want, DeadLetter):
+        assert isinstance(got, DeadLetter) and (got.reason, got.field) == (want.reason, want.field)
 
 
-def test_emit_like_metadata_lines_take_the_fast_path() -> None:
-    data = ("{" + _BASE + ',"duration_ms":3,"metadata":{"seq":1,"user_tier":"pro"}}').encode()
-    row = fast_span(orjson.loads(data), "record_type")
-    assert row is not None and row.values[-1] == '{"seq":1,"user_tier":"pro"}'
-    data = ("{" + _BASE + ',"event":"retrieval done","seq":5,"metadata":{"seq":6}}').replace(
-        '"event":"span",', "").encode()
-    row = fast_span(orjson.loads(data), "record_type")
-    assert row is not None and row.values[-1] == '{"seq":6,"event":"retrieval done"}'
-
-
-def test_metadata_needing_a_repair_is_left_to_the_generic_path() -> None:
-    for extra in (',"x":"\\u0000"', ',"x\\u0000":1', ',"metadata":{"x":["\\u0000"]}', ',"d":' + DEEP300):
-        data = ("{" + _BASE + extra + "}").encode()
-        assert fast_span(orjson.loads(data), "record_type") is None
-        row = parse(data)
-        assert isinstance(row, Row) and "\\u0000" not in row.values[-1]
-
-
-def test_unknown_keys_never_reach_the_generated_source() -> None:
+def test_keys_from_lines_never_reach_the_generated_source() -> None:
+    before = {kind: parse_build.builder_source(kind) for kind in c.RECORD_KINDS}
     evil = '"\\nimport os\\nos._exit(3)\\n#"'
-    data = ("{" + _BASE + f',{evil}:1,"a b":2,"v_name":3,"_":4,"K0":5}}').encode()
-    row = fast_span(orjson.loads(data), "record_type")
-    assert row is not None and orjson.loads(row.values[-1]) == {
-        "\nimport os\nos._exit(3)\n#": 1, "a b": 2, "v_name": 3, "_": 4, "K0": 5}
+    data = ("{" + _BASE + f',{evil}:1,"a b":2,"v0":3,"_":4,"C0":5,"pop":6}}').encode()
+    row = parse(data)
+    assert isinstance(row, Row) and orjson.loads(row.values[-1]) == {
+        "\nimport os\nos._exit(3)\n#": 1, "a b": 2, "v0": 3, "_": 4, "C0": 5, "pop": 6}
     assert row.values[4] == "llm"
+    assert {kind: parse_build.builder_source(kind) for kind in c.RECORD_KINDS} == before
 
 
-def test_a_full_shape_table_stops_compiling_then_starts_over(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parse_fast, "SHAPES", {})
-    monkeypatch.setattr(parse_fast, "_OVERFLOW", {})
-    monkeypatch.setattr(parse_fast, "_SHAPES_MAX", 4)
-    monkeypatch.setattr(parse_fast, "_RETRY_AFTER", 10)
-    compiled: list[tuple[str, ...]] = []
-    real = parse_fast._source
-    monkeypatch.setattr(parse_fast, "_source", lambda *a: compiled.append(a[0]) or real(*a))
-    lines = [("{" + _BASE + f',"k{i}":{i}}}').encode() for i in range(30)]
-    for data in lines:
-        assert fast_span(orjson.loads(data), "kind") is None  # another key: never fast, still cached
-        row = fast_span(orjson.loads(data), "record_type")
-        assert row is None or row == generic_row(data, "record_type")
-    assert len(parse_fast.SHAPES["record_type"]) <= 4
-    assert 4 <= len(compiled) <= 12  # not one compilation per line
+_CHECKED = [(kind, f) for kind in c.RECORD_KINDS for f in c.FIELDS[kind]
+            if parse_build._inline_check(kind, f, "v") is not None]
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from(_CHECKED), st.one_of(
+    json_values(3), st.text("0123456789abcdefABCDEF", min_size=15, max_size=33),
+    st.sampled_from(["0" * 16, "0" * 32, "", "\x00", "completed", "Completed", "failed", "started", "x" * 255,
+                     "x" * 256, "x" * 1000, "x" * 1001, 0, -1, 2**31 - 1, 2**31, 2**63 - 1, 2**63, 1.0, True])))
+def test_an_inline_check_passes_only_what_its_converter_keeps(kf: tuple[str, c.Field], value: Any) -> None:
+    kind, field = kf
+    check = parse_build._inline_check(kind, field, "v")
+    assert check is not None
+    scope = {"HEX": parse_build._HEX, "S_status": c.STATUSES.get(kind, frozenset()), "v": value}
+    if eval(check, scope):
+        kept = parse_build._converter(kind, field)(value, field)
+        assert type(kept) is type(value) and kept == value, (field, value)
 
 
 # --- the generic path's converters, against reference definitions -------------------------------
