@@ -12,8 +12,9 @@ statement must not touch a key twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from agent import contract
@@ -26,6 +27,9 @@ _METADATA = "metadata"
 KEY_INDEX: dict[str, tuple[int, ...]] = {
     t: tuple(contract.COLUMNS[t].index(c) for c in contract.KEY_COLUMNS[t]) for t in contract.COLUMNS
 }
+# The key of a row's values in one C call (every key has two columns, so itemgetter gives a tuple).
+assert all(len(ix) == 2 for ix in KEY_INDEX.values())
+_KEY_OF: dict[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {t: itemgetter(*ix) for t, ix in KEY_INDEX.items()}
 _STATUS_INDEX = {t: cols.index(_STATUS) for t, cols in contract.COLUMNS.items() if _STATUS in cols}
 _METADATA_INDEX = {t: cols.index(_METADATA) for t, cols in contract.COLUMNS.items()}
 # Per-item overhead counted against the memory budget, on top of the line's bytes: measured with
@@ -134,7 +138,7 @@ def _add_row(
     row: Row,
 ) -> None:
     table, values = row.table, row.values
-    key = tuple(values[i] for i in KEY_INDEX[table])
+    key = _KEY_OF[table](values)
     bucket = (merge if row.merge else copy).setdefault(table, {})
     old = bucket.get(key)
     if old is None and row.merge:
