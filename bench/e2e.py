@@ -164,7 +164,8 @@ async def count(dsn: str, table: str = "spans") -> int:
 
 
 async def count_all(dsn: str) -> int:
-    return sum([await count(dsn, t) for t in contract.COLUMNS])
+    """Rows in the record tables (the agent also stores the app-log lines in ``logs``, by default)."""
+    return sum([await count(dsn, t) for t in contract.KIND_OF_TABLE])
 
 
 # --- the plain loop ---------------------------------------------------------------------------
@@ -181,9 +182,9 @@ def _plain_converters(table: str) -> list[tuple[str, Any]]:
     return [(col, conv.get(types.get(col, ""))) for col in contract.COLUMNS[table]]
 
 
-_PLAIN = {t: _plain_converters(t) for t in contract.COLUMNS}
+_PLAIN = {t: _plain_converters(t) for t in contract.KIND_OF_TABLE}  # record tables (logs: no records)
 _BOOKKEEPING = {"started_at", "level", "logger", "event", "metadata", "record_type", CUSTOM_KEY}
-_KNOWN = {t: set(contract.COLUMNS[t]) | _BOOKKEEPING for t in contract.COLUMNS}
+_KNOWN = {t: set(contract.COLUMNS[t]) | _BOOKKEEPING for t in contract.KIND_OF_TABLE}
 
 
 def plain_row(d: dict[str, Any], table: str) -> tuple[Any, ...]:
