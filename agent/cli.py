@@ -250,7 +250,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo import run_demo
+    from agent.demo.run import run_demo
     from agent.ops.log import configure_logging
 
     configure_logging("warning")

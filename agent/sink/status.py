@@ -127,3 +127,24 @@ async def recreate_database(admin_dsn: str, name: str) -> None:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
+
+
+async def create_database_once(admin_dsn: str, name: str) -> None:
+    """Create ``name`` on the server of ``admin_dsn`` unless it exists (the demo keeps earlier runs)."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        if not await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def counts_if_created(dsn: str) -> dict[str, int]:
+    """Rows per table so far; empty before the schema exists (the demo's first run)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        if await conn.fetchval("SELECT to_regclass('observability.spans')") is None:
+            return {}
+        return await table_counts(conn)
+    finally:
+        await conn.close()
