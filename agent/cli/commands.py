@@ -40,7 +40,8 @@ def _settings_for_migrate(args: argparse.Namespace) -> Settings:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply the schema and print the storage mode and layout, or print the GRANTs for a role."""
-    from agent.sink.schema import grants_for, migrate, render_layout
+    from agent.sink.layout import render_layout
+    from agent.sink.schema import grants_for, migrate
 
     if args.print_grants:
         print(grants_for(args.print_grants), end="")

@@ -11,7 +11,7 @@ from agent.config import DatabaseSettings, mask_dsn
 from agent.errors import CommandError
 from agent.sink.classify import DRIVER_ERRORS, one_line
 from agent.sink.connect import connect
-from agent.sink.schema import HypertableLayout, hypertable_layout
+from agent.sink.layout import HypertableLayout, hypertable_layout
 
 STATUS_SQL = """
 SELECT c.file_key, c.agent_id, c.source, c.path, c.device, c.inode, c.committed_offset, c.updated_at,
