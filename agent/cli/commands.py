@@ -144,7 +144,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from agent.sink.traces import fetch_trace
-    from agent.views.waterfall import render, to_json
+    from agent.views.export import to_json
+    from agent.views.waterfall import render
 
     settings = load_settings(args.config)
     with _database(settings) as dsn:
