@@ -65,7 +65,7 @@ def under(name: str, *prefixes: str) -> bool:
 
 
 def in_parse_stage(name: str) -> bool:
-    """The parse stage: agent.parse, agent.parse_fast, agent.parse_fields, agent.applogs today,
+    """The parse stage: agent.parse, agent.parse_build, agent.parse_fields, agent.applogs today,
     and a package agent/parse/ later; matched by prefix so that both forms count."""
     return name.startswith("agent.parse") or under(name, "agent.applogs")
 
