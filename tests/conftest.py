@@ -137,7 +137,7 @@ def _is_watched_kind(proc: psutil.Process) -> bool:
     name, cmdline = proc.info["name"] or "", proc.info["cmdline"] or []
     if name.startswith(("postgres", "pgbouncer")) or "hypertail" in name:
         return True
-    return any(arg in ("agent.cli", "agent.demo_app") or arg.endswith("/hypertail") for arg in cmdline[:3])
+    return any(arg in ("agent.cli", "agent.demo.app") or arg.endswith("/hypertail") for arg in cmdline[:3])
 
 
 def _started_by_suite(proc: psutil.Process, mark: str, roots: list[str], ours: set[int]) -> bool:

@@ -11,7 +11,7 @@ from agent.config import DatabaseSettings, mask_dsn
 from agent.errors import CommandError
 from agent.sink.classify import DRIVER_ERRORS, one_line
 from agent.sink.connect import connect
-from agent.sink.schema import HypertableLayout, hypertable_layout
+from agent.sink.layout import HypertableLayout, hypertable_layout
 
 STATUS_SQL = """
 SELECT c.file_key, c.agent_id, c.source, c.path, c.device, c.inode, c.committed_offset, c.updated_at,
@@ -125,5 +125,26 @@ async def recreate_database(admin_dsn: str, name: str) -> None:
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def create_database_once(admin_dsn: str, name: str) -> None:
+    """Create ``name`` on the server of ``admin_dsn`` unless it exists (the demo keeps earlier runs)."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        if not await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def counts_if_created(dsn: str) -> dict[str, int]:
+    """Rows per table so far; empty before the schema exists (the demo's first run)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        if await conn.fetchval("SELECT to_regclass('observability.spans')") is None:
+            return {}
+        return await table_counts(conn)
     finally:
         await conn.close()

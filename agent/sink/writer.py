@@ -3,27 +3,29 @@
 The order inside the transaction is what makes delivery exactly-once:
 
 1. lock the checkpoint rows of the batch's files (``SELECT ... FOR UPDATE``, after making sure
-   they exist). Another agent tailing the same files waits here; when it gets the lock it sees
-   our committed offsets and drops the lines below them. That is the single-writer rule.
-2. COPY plain rows, optimistically. If the table already holds a key (the app wrote the same
-   span twice, a chat message id repeats, another agent raced us on a new file), the transaction
-   is retried with that table's rows going through ``INSERT ... SELECT FROM unnest(...) ON
-   CONFLICT``. The conflict is recognised by the statement that raised it (the COPY into that
-   table), not by the table the server names: on a hypertable the server names the chunk.
-3. Upsert merge rows (trace start/end, span start) the same way.
-
-Nothing outlives a transaction, so the writer works unchanged behind PgBouncer in transaction
-pooling: no temporary staging table (the upsert reads typed arrays, one parameter per column),
-no named prepared statement (the connection has no statement cache), no session ``SET`` (the
-statement timeout is ``SET LOCAL`` in each transaction), and only transaction-scoped locks.
-4. Insert dead letters; move the checkpoints.
+   they exist) and drop the lines below their committed offsets. Another agent tailing the same
+   files waits here; when it gets the lock it sees our committed offsets and drops the lines
+   below them. That is the single-writer rule.
+2. COPY plain rows, optimistically and without a savepoint. If the table already holds a key
+   (the app wrote the same span twice, a chat message id repeats, another agent raced us on a
+   new file), the whole transaction is retried with that table's rows going through
+   ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING``. The conflict is recognised by
+   the statement that raised it (the COPY into that table), not by the table the server names:
+   on a hypertable the server names the chunk.
+3. Upsert merge rows (trace start/end, span start) with ``ON CONFLICT DO UPDATE``, always.
+4. Insert dead letters; move the checkpoints by compare-and-set from the offsets read in step 1
+   (a checkpoint another agent moved meanwhile retries the transaction).
 
 Only after COMMIT returns are offsets acknowledged upstream. If the database refuses the data,
 the batch is split in halves (each a prefix-closed part, see :mod:`agent.batcher`) until the
 offending rows are isolated; they become dead letters and the rest commits. A line becomes a
 "database refused" dead letter only after its own insert, tried alone, was refused.
-"""
 
+Nothing outlives a transaction, so the writer works unchanged behind PgBouncer in transaction
+pooling: no temporary staging table (the upsert reads typed arrays, one parameter per column),
+no named prepared statement (the connection has no statement cache), no session ``SET`` (the
+statement timeout is ``SET LOCAL`` in each transaction), and only transaction-scoped locks.
+"""
 from __future__ import annotations
 
 import os
@@ -39,80 +41,11 @@ from agent.batcher import Tables, build_tables
 from agent.errors import DataError, RetryableError, StallError
 from agent.model import DeadLetter, FileRef, Item
 from agent.sink.classify import classify
+from agent.sink.statements import CHECKPOINT_SQL, COLUMN_TYPES_SQL, DEAD_LETTER_SQL, LOCK_SQL, upsert_sql
 
-MERGE_TABLES = ("traces", "spans")
 RAW_LIMIT = 64 * 1024
 KILL_AFTER_COMMITS_ENV = "HYPERTAIL_TEST_KILL_AFTER_COMMITS"
 DB_REFUSAL = "database refused the row: "
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def upsert_sql(table: str, types: dict[str, str]) -> str:
-    """``INSERT ... SELECT FROM unnest($1::t1[], ...) ON CONFLICT``: merge for traces/spans,
-    keep-first otherwise. ``types`` are the columns' SQL types as the catalog spells them."""
-    cols = contract.COLUMNS[table]
-    keys = contract.KEY_COLUMNS[table]
-    collist = ", ".join(_q(c) for c in cols)
-    arrays = ", ".join(f"${i}::{types[c]}[]" for i, c in enumerate(cols, 1))
-    if table in MERGE_TABLES:
-        sets = [_merge_set(c) for c in cols if c not in keys]
-        action = "DO UPDATE SET " + ", ".join(sets)
-    else:
-        action = "DO NOTHING"
-    return (
-        f"INSERT INTO {contract.SCHEMA}.{table} AS t ({collist}) SELECT * FROM unnest({arrays}) "
-        f"ON CONFLICT ({', '.join(_q(k) for k in keys)}) {action}"
-    )
-
-
-COLUMN_TYPES_SQL = """
-SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute
-WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped
-"""
-
-
-def _merge_set(col: str) -> str:
-    c = _q(col)
-    if col == "status":
-        return f"{c} = CASE WHEN EXCLUDED.{c} = '{contract.IN_PROGRESS}' THEN t.{c} ELSE EXCLUDED.{c} END"
-    if col == "metadata":
-        return f"{c} = t.{c} || EXCLUDED.{c}"
-    return f"{c} = COALESCE(EXCLUDED.{c}, t.{c})"
-
-
-# Lock the batch's checkpoint rows (creating missing ones) and read their committed offsets, in
-# one round trip. A row another agent inserts concurrently is not visible to this statement's
-# snapshot; the compare-and-set below catches that case.
-LOCK_SQL = """
-WITH locked AS (
-    SELECT file_key, committed_offset FROM hypertail.checkpoints
-    WHERE file_key = ANY($1::text[]) ORDER BY file_key FOR UPDATE
-), created AS (
-    INSERT INTO hypertail.checkpoints (file_key, agent_id, source, path, device, inode, fingerprint,
-                                       fingerprint_len, committed_offset, tail_hash)
-    SELECT k, $2, '', '', 0, 0, '', 0, 0, '' FROM unnest($1::text[]) AS k
-    ON CONFLICT (file_key) DO NOTHING
-)
-SELECT file_key, committed_offset FROM locked
-"""
-# Compare-and-set: a checkpoint moves only from the offset this transaction read.
-CHECKPOINT_SQL = """
-UPDATE hypertail.checkpoints AS c
-SET agent_id = $2, source = u.source, path = u.path, device = u.device, inode = u.inode,
-    fingerprint = u.fp, fingerprint_len = u.fpl, committed_offset = u.off, tail_hash = u.th, updated_at = now()
-FROM unnest($1::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::int[],
-            $9::bigint[], $10::text[], $11::bigint[]) AS u(key, source, path, device, inode, fp, fpl, off, th, expected)
-WHERE c.file_key = u.key AND c.committed_offset = u.expected
-RETURNING c.file_key
-"""
-DEAD_LETTER_SQL = """
-INSERT INTO hypertail.dead_letters (agent_id, source, path, file_key, byte_offset, line_length, reason, field, raw)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-ON CONFLICT (file_key, byte_offset) DO NOTHING
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +136,7 @@ class Writer:
 
         Plain rows are COPYed optimistically without a savepoint (a savepoint costs two round
         trips on every batch); when a key already exists the transaction is retried with that
-        table going through the staging upsert. When another agent moved a checkpoint meanwhile,
+        table going through the upsert. When another agent moved a checkpoint meanwhile,
         the retry reads its offset and drops the lines it already committed.
         """
         upsert: set[str] = set()

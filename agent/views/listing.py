@@ -6,8 +6,9 @@ from typing import Any
 
 from rich.table import Table
 
+from agent.views.export import iso
 from agent.views.model import TraceSummary
-from agent.views.waterfall import fmt_cost, fmt_ms, iso
+from agent.views.waterfall import fmt_cost, fmt_ms
 
 
 def _tokens(i: int | None, o: int | None) -> str:

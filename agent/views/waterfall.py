@@ -1,4 +1,4 @@
-"""``hypertail trace``: one trace as a terminal waterfall, and the same data as JSON.
+"""``hypertail trace``: one trace as a terminal waterfall (the same data as JSON: :mod:`agent.views.export`).
 
 Layout, left to right: the label (indented by nesting), the bar area, the details (duration,
 status, model, tokens, cost, error). Every bar is placed on one time axis that runs from the
@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from rich.text import Text
 
@@ -27,7 +26,8 @@ LEVEL_STYLE = {"warning": "yellow", "error": "red", "critical": "bold red", "deb
 FULL, OPEN, FOLDED, LOG_MARK = "█", "░", "▓", "•"
 
 
-def _ms(delta: timedelta) -> float:
+def millis(delta: timedelta) -> float:
+    """A duration in milliseconds (fractional)."""
     return delta.total_seconds() * 1000
 
 
@@ -40,7 +40,7 @@ class Axis:
     width: int
 
     def cell(self, at: datetime) -> int:
-        x = math.floor(_ms(at - self.start) / self.total_ms * self.width)
+        x = math.floor(millis(at - self.start) / self.total_ms * self.width)
         return min(max(x, 0), self.width - 1)
 
     def cells(self, start: datetime, duration_ms: float | None) -> tuple[int, int]:
@@ -48,7 +48,7 @@ class Axis:
         a = self.cell(start)
         if duration_ms is None:
             return a, self.width
-        b = math.ceil((_ms(start - self.start) + duration_ms) / self.total_ms * self.width)
+        b = math.ceil((millis(start - self.start) + duration_ms) / self.total_ms * self.width)
         return a, min(max(b, a + 1), self.width)
 
 
@@ -95,7 +95,7 @@ def totals(view: TraceView) -> Totals:
         tin = h.total_input_tokens if h.total_input_tokens is not None else tin
         tout = h.total_output_tokens if h.total_output_tokens is not None else tout
         cost = h.total_cost_usd if h.total_cost_usd is not None else cost
-    duration = float(h.duration_ms) if h is not None and h.duration_ms is not None else _ms(end - start)
+    duration = float(h.duration_ms) if h is not None and h.duration_ms is not None else millis(end - start)
     return Totals(duration, len(spans), sum(s.status == "failed" for s in spans), tin, tout, cost, len(view.logs))
 
 
@@ -150,8 +150,8 @@ def _details(r: Row, axis: Axis) -> str:
         return _span_details(r.span, r.orphan)
     if isinstance(r, LogRow):
         lg = r.log
-        return "  ".join(p for p in (f"+{fmt_ms(_ms(lg.at - axis.start))}", lg.logger or "") if p)
-    span = None if r.ended is None else _ms(r.ended - r.started)
+        return "  ".join(p for p in (f"+{fmt_ms(millis(lg.at - axis.start))}", lg.logger or "") if p)
+    span = None if r.ended is None else millis(r.ended - r.started)
     extra = [f"{r.nested} nested" if r.nested else "", f"{r.logs} logs" if r.logs else ""]
     parts = [fmt_ms(span), _tokens(r.input_tokens or None, r.output_tokens or None),
              fmt_cost(r.cost_usd) if r.cost_usd else "", *extra, "(--all unfolds)"]
@@ -177,7 +177,7 @@ def _bar(r: Row, axis: Axis) -> str:
         a, b = axis.cells(r.span.started, r.span.duration_ms)
         glyph = FULL if r.span.duration_ms is not None else OPEN
     else:
-        a, b = axis.cells(r.started, None if r.ended is None else _ms(r.ended - r.started))
+        a, b = axis.cells(r.started, None if r.ended is None else millis(r.ended - r.started))
         glyph = FOLDED
     for i in range(a, b):
         cells[i] = glyph
@@ -212,12 +212,12 @@ def render(view: TraceView, width: int, *, fold: bool = True, max_rows: int = MA
     all_rows = rows(view, fold=fold, max_rows=max_rows)
     shown = all_rows if not fold else all_rows[:max_rows]
     labels = [_label(r) for r in shown]
-    axis_probe = Axis(start, max(_ms(end - start), 1.0), 1)
+    axis_probe = Axis(start, max(millis(end - start), 1.0), 1)
     details = [_details(r, axis_probe) for r in shown]
     lw = min(max([len(x) for x in labels] + [16]), max(16, int(width * 0.30)))
     dw = min(max([len(x) for x in details] + [8]), max(8, int(width * 0.40)))
     bw = max(10, width - lw - dw - 2)
-    axis = Axis(start, max(_ms(end - start), 1.0), bw)
+    axis = Axis(start, max(millis(end - start), 1.0), bw)
     out = _header_lines(view, t, start)
     scale = f"0 ms{fmt_ms(axis.total_ms).rjust(bw - 4)}"
     out.append(Text(" " * (lw + 1) + scale, style="dim", no_wrap=True, overflow="crop"))
@@ -245,70 +245,13 @@ def _footer(view: TraceView, t: Totals, start: datetime) -> list[Text]:
         for m in view.chat_messages:
             extra = "  ".join(p for p in (m.model or "", _tokens(m.input_tokens, m.output_tokens)) if p)
             content = m.content.replace("\n", " ")
-            out.append(Text(f"  +{fmt_ms(_ms(m.at - start))}  {m.role:<9}  {_cut(content, 80)!r}  {extra}".rstrip()))
+            out.append(Text(f"  +{fmt_ms(millis(m.at - start))}  {m.role:<9}  {_cut(content, 80)!r}  {extra}".rstrip()))
     if view.document_events:
         out.append(Text(f"document events ({len(view.document_events)})", style="bold"))
         for d in view.document_events:
-            parts = [f"+{fmt_ms(_ms(d.at - start))}", d.event_type, d.status,
+            parts = [f"+{fmt_ms(millis(d.at - start))}", d.event_type, d.status,
                      fmt_ms(d.duration_ms) if d.duration_ms is not None else "",
                      f"document {d.document_id}" if d.document_id else "",
                      f"{d.chunk_count} chunks" if d.chunk_count is not None else "", d.error_message or ""]
             out.append(Text("  " + "  ".join(p for p in parts if p), style="red" if d.status == "failed" else ""))
     return out
-
-
-# --- JSON ------------------------------------------------------------------------------------
-
-def iso(ts: datetime | None) -> str | None:
-    return None if ts is None else ts.isoformat(timespec="microseconds")
-
-
-def _num(cost: Decimal | None) -> float | None:
-    return None if cost is None else float(cost)
-
-
-def to_json(view: TraceView) -> dict[str, Any]:
-    """The trace as plain data: every stored field, plus offsets from the trace's start."""
-    start, _ = bounds(view)
-    t = totals(view)
-    h = view.header
-
-    def off(at: datetime) -> float:
-        return round(_ms(at - start), 3)
-
-    return {
-        "trace_id": view.trace_id,
-        "started_at": iso(start),
-        "trace": None if h is None else {
-            "name": h.name, "started_at": iso(h.started), "operation_type": h.operation_type, "user_id": h.user_id,
-            "session_id": h.session_id, "status": h.status, "ended_at": iso(h.ended_at), "duration_ms": h.duration_ms,
-            "error_type": h.error_type, "error_message": h.error_message,
-            "total_input_tokens": h.total_input_tokens, "total_output_tokens": h.total_output_tokens,
-            "total_cost_usd": _num(h.total_cost_usd), "metadata": h.metadata,
-        },
-        "spans": [{
-            "span_id": s.span_id, "parent_span_id": s.parent_span_id, "name": s.name, "span_type": s.span_type,
-            "status": s.status, "started_at": iso(s.started), "offset_ms": off(s.started), "duration_ms": s.duration_ms,
-            "model": s.model, "input_tokens": s.input_tokens, "output_tokens": s.output_tokens,
-            "cost_usd": _num(s.cost_usd), "error_type": s.error_type, "error_message": s.error_message,
-            "metadata": s.metadata,
-        } for s in view.spans],
-        "logs": [{
-            "timestamp": iso(lg.at), "offset_ms": off(lg.at), "level": lg.level, "logger": lg.logger,
-            "event": lg.event, "span_id": lg.span_id, "source": lg.source, "metadata": lg.metadata,
-        } for lg in view.logs],
-        "chat_messages": [{
-            "timestamp": iso(m.at), "role": m.role, "content": m.content, "model": m.model,
-            "conversation_id": m.conversation_id, "turn_number": m.turn_number, "input_tokens": m.input_tokens,
-            "output_tokens": m.output_tokens, "span_id": m.span_id,
-        } for m in view.chat_messages],
-        "document_events": [{
-            "timestamp": iso(d.at), "event_type": d.event_type, "status": d.status, "document_id": d.document_id,
-            "duration_ms": d.duration_ms, "chunk_count": d.chunk_count, "error_message": d.error_message,
-        } for d in view.document_events],
-        "totals": {
-            "duration_ms": t.duration_ms, "spans": t.spans, "failed_spans": t.failed_spans,
-            "input_tokens": t.input_tokens, "output_tokens": t.output_tokens, "cost_usd": float(t.cost_usd),
-            "logs": t.logs,
-        },
-    }

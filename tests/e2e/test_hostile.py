@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from tests.e2e.harness import Agent, assert_exact, dead_letters, seqs, span_line, wait_until
-from tests.unit.test_emit_processes import run_writers, seqs_in
+from tests.unit.emit.test_processes import run_writers, seqs_in
 
 
 @pytest.fixture

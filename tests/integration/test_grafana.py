@@ -62,7 +62,7 @@ async def demo_db(request: pytest.FixtureRequest, empty_dsn: str, tmp_path: Path
     """The demo app's log (plus one bad line) ingested by the real agent, then rolled up."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "agent.demo_app", "--out", str(logs / "app.log"),
+    await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "agent.demo.app", "--out", str(logs / "app.log"),
                                              "--chats", "15", "--documents", "8"], check=True)
     with (logs / "app.log").open("ab") as f:
         f.write(b'{"record_type": "span", "name": "no ids"}\n')

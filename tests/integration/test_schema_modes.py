@@ -14,7 +14,8 @@ import asyncpg
 import pytest
 
 from agent.config import SchemaSettings
-from agent.sink.schema import TimescaleUnavailable, apply_schema, hypertable_layout, probe_timescaledb
+from agent.sink.layout import hypertable_layout
+from agent.sink.schema import TimescaleUnavailable, apply_schema, probe_timescaledb
 from tests.conftest import pause_policies
 from tests.integration import catalog
 

@@ -13,9 +13,10 @@ import pytest
 
 from agent.cli import main
 from agent.sink.traces import TraceNotFound, TraceReadError, fetch_trace, list_traces, read_trace
+from agent.views.export import to_json
 from agent.views.model import TraceFilter
 from agent.views.tree import KEEP, FoldRow, LogRow, SpanRow, rows
-from agent.views.waterfall import render, to_json
+from agent.views.waterfall import render
 from tests.tracedata import IDS, SPANS, T0, TRACE_ID, insert_known_trace, insert_span
 
 

@@ -1,27 +1,27 @@
-"""The ``hypertail`` command line.
+"""The ``hypertail`` arguments: subcommands, their options and help texts, argument types.
 
-Every subcommand returns an exit code: 0 success, 1 runtime failure, 2 configuration or usage
-error (with a message that names the key and the bad value).
+Each subcommand's ``func`` is its ``cmd_*`` in :mod:`agent.cli.commands`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import json
-import sys
-from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.config import CONFIG_ENV, Settings, effective_config, load_settings, mask_dsn
-from agent.embedded_cli import add_embedded_parser
-from agent.errors import ConfigError, HypertailError
-
-EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+from agent.cli.commands import (
+    cmd_check_config,
+    cmd_demo,
+    cmd_migrate,
+    cmd_run,
+    cmd_status,
+    cmd_trace,
+    cmd_traces,
+)
+from agent.cli.embedded import add_embedded_parser
+from agent.config import CONFIG_ENV
 
 DESCRIPTION = """\
 hypertail tails the JSON log lines your application writes (one object per line, as structlog's
@@ -53,7 +53,8 @@ def _add_config(p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -
     p.add_argument("--config", type=Path, metavar="PATH", help=f"config file (default: ${CONFIG_ENV})")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole ``hypertail`` parser, every subcommand bound to its ``cmd_*``."""
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(prog="hypertail", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
     p.add_argument("--version", action="version", version=f"hypertail {__version__}")
@@ -148,117 +149,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_check_config(args: argparse.Namespace) -> int:
-    settings = load_settings(args.path)
-    print(json.dumps(effective_config(settings), indent=2, sort_keys=True))
-    if not settings.sources:
-        print("warning: no [[sources]] configured: nothing will be tailed", file=sys.stderr)
-    return EXIT_OK
-
-
-def _settings_for_migrate(args: argparse.Namespace) -> Settings:
-    if args.dsn:
-        settings = load_settings(None)
-        db = settings.database.model_copy(update={"dsn": args.dsn})
-        return settings.model_copy(update={"database": db})
-    return load_settings(args.config)
-
-
-def cmd_migrate(args: argparse.Namespace) -> int:
-    from agent.sink.schema import grants_for, migrate, render_layout
-
-    if args.print_grants:
-        print(grants_for(args.print_grants), end="")
-        return EXIT_OK
-    settings = _settings_for_migrate(args)
-    with _database(settings) as dsn:
-        result = asyncio.run(migrate(settings.database, dsn, settings.schema_))
-    mode = result.mode
-    if mode.fallback:
-        print(f"hypertail: warning: TimescaleDB not used: {mode.fallback}", file=sys.stderr)
-    print(f"schema applied: {mode.describe()} (server {mode.server_version}, database {result.database})")
-    for line in render_layout(result.layout):
-        print(line)
-    return EXIT_OK
-
-
-@contextlib.contextmanager
-def _database(settings: Settings) -> Iterator[str]:
-    """database.dsn, else the embedded server for this command (stopped after it if so configured)."""
-    if settings.database.dsn is not None:
-        yield settings.database.dsn
-        return
-    from agent.embedded import embedded_session
-
-    agent = settings.agent
-    with embedded_session(agent.data_dir, keep_running=agent.embedded_keep_running) as emb:
-        yield emb.admin_dsn
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from agent.ops.log import configure_logging
-
-    settings = load_settings(args.config)
-    if not settings.sources:
-        raise ConfigError("no [[sources]] configured: nothing to tail", key="sources")
-    configure_logging()
-    if settings.database.dsn is not None:
-        return _run_agent(args, settings, settings.database.dsn)
-    return _run_embedded(args, settings)
-
-
-def _run_embedded(args: argparse.Namespace, settings: Settings) -> int:
-    """The agent on the embedded server; say so on stderr (stdout is the JSON log) at start."""
-    from agent.embedded import notice, release, start_embedded
-    from agent.ops.log import get_logger
-
-    agent = settings.agent
-    emb = start_embedded(agent.data_dir)
-    log = get_logger()
-    log.info("db.embedded", dsn=mask_dsn(emb.admin_dsn), data_dir=str(emb.pgdata), started=emb.started,
-             keep_running=agent.embedded_keep_running)
-    print("hypertail: " + notice(emb, agent.data_dir, keep_running=agent.embedded_keep_running), file=sys.stderr)
-    try:
-        return _run_agent(args, settings, emb.admin_dsn)
-    finally:
-        if release(emb, agent.data_dir, keep_running=agent.embedded_keep_running):
-            log.info("db.embedded_stopped", data_dir=str(emb.pgdata))
-
-
-def _run_agent(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
-    from agent.runner import Runner
-
-    async def _main() -> int:
-        runner = Runner(settings, dsn, exit_when_idle=args.exit_when_idle, idle_grace_s=args.idle_grace)
-        runner.install_signal_handlers()
-        return await runner.run()
-
-    return asyncio.run(_main())
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from agent.sink.status import status_report
-    from agent.status import build_status, render_table
-
-    settings = load_settings(args.config)
-    agent_id = None if args.all_agents else settings.agent.id
-    with _database(settings) as dsn:
-        report = asyncio.run(status_report(settings.database, dsn, agent_id))
-    status = build_status(agent_id, report)
-    print(json.dumps(status, indent=2) if args.json else render_table(status))
-    return EXIT_OK
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo import run_demo
-    from agent.ops.log import configure_logging
-
-    configure_logging("warning")
-    settings = load_settings(args.config)  # a bad HYPERTAIL_AGENT__* value: a config error, not a traceback
-    print(run_demo(settings, chats=args.chats, documents=args.documents, fresh=args.fresh))
-    return EXIT_OK
-
-
 TRACE_EPILOG = """\
 The waterfall has one line per span, nested by parent, with a bar on a common time axis
 (start offset and duration), then the type, name, status, model, tokens and cost; failed spans
@@ -351,62 +241,3 @@ def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return int(text)
-
-
-def cmd_trace(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from agent.sink.traces import fetch_trace
-    from agent.views.waterfall import render, to_json
-
-    settings = load_settings(args.config)
-    with _database(settings) as dsn:
-        view = asyncio.run(fetch_trace(settings.database, dsn, args.trace_id))
-    if args.json:
-        print(json.dumps(to_json(view), indent=2))
-        return EXIT_OK
-    console = Console(width=args.width, highlight=False, soft_wrap=False)
-    for line in render(view, console.width, fold=not args.all):
-        console.print(line)
-    return EXIT_OK
-
-
-def cmd_traces(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from agent.sink.traces import fetch_traces
-    from agent.views.listing import table, to_json
-    from agent.views.model import TraceFilter
-
-    settings = load_settings(args.config)
-    f = TraceFilter(since=args.since, status=args.status, operation=args.operation, user_id=args.user,
-                    limit=args.limit)
-    with _database(settings) as dsn:
-        traces = asyncio.run(fetch_traces(settings.database, dsn, f))
-    if args.json:
-        print(json.dumps(to_json(traces), indent=2))
-    elif not traces:
-        print(f"no traces started in the last {args.since} match", file=sys.stderr)
-    else:
-        Console(highlight=False).print(table(traces))
-    return EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        code: int = args.func(args)
-        return code
-    except ConfigError as exc:
-        print(f"hypertail: config error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except HypertailError as exc:
-        print(f"hypertail: {exc}", file=sys.stderr)
-        return EXIT_FAIL
-    except OSError as exc:
-        print(f"hypertail: {exc}", file=sys.stderr)
-        return EXIT_FAIL
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,8 +16,8 @@ from types import TracebackType
 from typing import Any, Final
 
 from agent import contract as c
-from agent.emit_context import ACTIVE, Active, Totals, TraceContext, leave, new_span_id, new_trace_id, otel_context
-from agent.emit_output import STATS, text_of, write_record
+from agent.emit.context import ACTIVE, Active, Totals, TraceContext, leave, new_span_id, new_trace_id, otel_context
+from agent.emit.output import STATS, text_of, write_record
 
 SPAN_FIELDS: Final = frozenset(c.FIELD_BY_NAME[c.SPAN]) - {"span_id", "trace_id", "parent_span_id", c.METADATA}
 TRACE_FIELDS: Final = frozenset(c.FIELD_BY_NAME[c.TRACE]) - {"trace_id", c.METADATA}

@@ -18,7 +18,7 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.sink.schema import HypertableLayout, render_layout
+from agent.sink.layout import HypertableLayout, render_layout
 from agent.sink.status import AgentStatus, CheckpointStatus, StatusReport
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 WORKER = """
 import sys

@@ -11,14 +11,14 @@ import orjson
 _HANG = textwrap.dedent("""
     import asyncio
     from agent.ops.log import configure_logging, get_logger
-    from agent.runner import _ShutdownWatchdog
+    from agent.runner.watchdog import ShutdownWatchdog
 
     async def stuck_forever() -> None:
         await asyncio.Event().wait()
 
     async def main() -> None:
         configure_logging()
-        _ShutdownWatchdog(0.3, get_logger())
+        ShutdownWatchdog(0.3, get_logger())
         await asyncio.create_task(stuck_forever(), name="stuck-job")
 
     asyncio.run(main())
@@ -35,7 +35,7 @@ def test_a_hung_shutdown_exits_1_naming_the_pending_task() -> None:
 
 
 def test_a_cancelled_watchdog_never_fires() -> None:
-    code = _HANG.replace("_ShutdownWatchdog(0.3, get_logger())", "_ShutdownWatchdog(0.3, get_logger()).cancel()")
+    code = _HANG.replace("ShutdownWatchdog(0.3, get_logger())", "ShutdownWatchdog(0.3, get_logger()).cancel()")
     code = code.replace('await asyncio.create_task(stuck_forever(), name="stuck-job")', "await asyncio.sleep(0.8)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()

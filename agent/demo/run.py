@@ -2,7 +2,7 @@
 
 It starts the embedded PostgreSQL, creates a private ``hypertail_demo`` database (once: later
 runs add to it, so what a user queried stays there; ``--fresh`` starts over), runs a small
-simulated RAG application (:mod:`agent.demo_app`, a separate process that logs only through
+simulated RAG application (:mod:`agent.demo.app`, a separate process that logs only through
 ``agent.emit``), ingests what it wrote with the real agent, and prints what landed: rows per
 table and one trace drawn as the waterfall of ``hypertail trace`` (its log lines among its spans),
 then one line saying that the server keeps running and how to query and stop it.
@@ -19,7 +19,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
-import asyncpg
 from tqdm import tqdm
 
 from agent.config import Settings, mask_dsn
@@ -27,7 +26,7 @@ from agent.embedded import embedded_session, notice
 from agent.ops.rollup import run_rollup
 from agent.runner import Runner
 from agent.sink.connect import connect
-from agent.sink.status import recreate_database, richest_trace, table_counts
+from agent.sink.status import counts_if_created, create_database_once, recreate_database, richest_trace, table_counts
 from agent.sink.traces import read_trace
 from agent.views.model import TraceView
 from agent.views.waterfall import render
@@ -51,7 +50,7 @@ def run_app(logs: Path, chats: int, documents: int) -> int:
     """Run the simulated app to completion; returns how many lines it wrote."""
     out = logs / "app.log"
     subprocess.run(
-        [sys.executable, "-m", "agent.demo_app", "--out", str(out), "--chats", str(chats),
+        [sys.executable, "-m", "agent.demo.app", "--out", str(out), "--chats", str(chats),
          "--documents", str(documents)],
         check=True,
     )
@@ -74,24 +73,8 @@ async def _prepare_database(admin_dsn: str, fresh: bool) -> None:
     """Create the demo database unless it exists: earlier runs' rows are the user's to keep."""
     if fresh:
         await recreate_database(admin_dsn, DEMO_DB)
-        return
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        if not await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", DEMO_DB):
-            await conn.execute(f'CREATE DATABASE "{DEMO_DB}"')
-    finally:
-        await conn.close()
-
-
-async def _counts(dsn: str) -> dict[str, int]:
-    """Rows per table so far (all zero before the first run has created the tables)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        if await conn.fetchval("SELECT to_regclass('observability.spans')") is None:
-            return {}
-        return await table_counts(conn)
-    finally:
-        await conn.close()
+    else:
+        await create_database_once(admin_dsn, DEMO_DB)
 
 
 async def _summarise(settings: Settings, before: dict[str, int]) -> str:
@@ -135,7 +118,7 @@ def run_demo(base: Settings, *, chats: int = 30, documents: int = 12, fresh: boo
     with embedded_session(agent.data_dir, keep_running=agent.embedded_keep_running) as emb:
         asyncio.run(_prepare_database(emb.admin_dsn, fresh))
         dsn = emb.dsn_for(DEMO_DB)
-        before = asyncio.run(_counts(dsn))
+        before = asyncio.run(counts_if_created(dsn))
         with tempfile.TemporaryDirectory(prefix="hypertail-demo-") as tmp:
             logs = Path(tmp)
             print(f"simulated app writing to {logs / 'app.log'} ...", file=stream)

@@ -10,7 +10,7 @@ from agent.cli import main
 from agent.config import effective_config, load_settings, mask_dsn
 from agent.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BASE = """
 [database]
 dsn = "postgresql://ingest@db.internal:5432/app"

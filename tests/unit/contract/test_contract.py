@@ -9,7 +9,7 @@ import pytest
 
 from agent import contract as c
 
-SCHEMA = (Path(__file__).resolve().parents[2] / "schema.sql").read_text()
+SCHEMA = (Path(__file__).resolve().parents[3] / "schema.sql").read_text()
 SQL_TYPE = {
     c.TRACE_ID_T: "varchar", c.SPAN_ID_T: "varchar", c.UUID_T: "uuid", c.TIME_T: "timestamptz",
     c.VARCHAR_T: "varchar", c.TEXT_T: "text", c.INT4_T: "integer", c.INT8_T: "bigint",

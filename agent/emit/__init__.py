@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from agent import contract as c
-from agent.emit_context import (
+from agent.emit.context import (
     TraceContext,
     current,
     current_ids,
@@ -31,17 +31,9 @@ from agent.emit_context import (
     use,
     wrap,
 )
-from agent.emit_output import (
-    STATE,
-    STATS,
-    LineWriter,
-    WriterLogger,
-    dumps,
-    dumps_text,
-    make_add_trace_context,
-    write_record,
-)
-from agent.emit_records import iso, span, split, trace
+from agent.emit.output import STATE, STATS, dumps, dumps_text, make_add_trace_context, write_record
+from agent.emit.records import iso, span, split, trace
+from agent.emit.writer import LineWriter, WriterLogger
 
 __all__ = [
     "TraceContext", "chat_message", "configure", "current", "document_event", "dropped",

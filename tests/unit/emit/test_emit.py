@@ -16,8 +16,10 @@ import orjson
 import pytest
 import structlog
 
-from agent import emit, emit_context
-from agent.emit_output import LineWriter, dumps
+from agent import emit
+from agent.emit import context as emit_context
+from agent.emit.output import dumps
+from agent.emit.writer import LineWriter
 from agent.model import AppLog, DeadLetter, Row
 from agent.parse import parse
 

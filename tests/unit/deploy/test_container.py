@@ -19,7 +19,7 @@ import yaml
 
 from agent.config import load_settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 K8S = ROOT / "deploy" / "kubernetes.yaml"

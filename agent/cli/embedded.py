@@ -1,6 +1,6 @@
 """``hypertail embedded status|start|stop|psql|dsn``: the embedded default server, for its user.
 
-Kept apart from :mod:`agent.cli` because it is a tool around the agent, not the agent: it only
+Kept apart from :mod:`agent.cli.commands` because it is a tool around the agent, not the agent: it only
 reads ``agent.data_dir`` and drives :mod:`agent.embedded`. Exit codes as in :mod:`agent.cli`;
 errors are raised as :class:`~agent.errors.HypertailError` and printed there, in one line.
 """

@@ -1,0 +1,7 @@
+"""``python -m agent.cli``: the same as the ``hypertail`` command."""
+
+import sys
+
+from agent.cli import main
+
+sys.exit(main())

@@ -1,0 +1,181 @@
+"""What each ``hypertail`` subcommand does, once :mod:`agent.cli.parser` has read its arguments.
+
+Each ``cmd_*`` returns an exit code (see :mod:`agent.cli`). Heavy imports (the runner, the
+database, rich) happen inside the command that needs them, so ``hypertail --help`` and
+``check-config`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+
+from agent.config import Settings, effective_config, load_settings, mask_dsn
+from agent.errors import ConfigError
+
+EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Print the effective configuration (secrets masked); warn when nothing would be tailed."""
+    settings = load_settings(args.path)
+    print(json.dumps(effective_config(settings), indent=2, sort_keys=True))
+    if not settings.sources:
+        print("warning: no [[sources]] configured: nothing will be tailed", file=sys.stderr)
+    return EXIT_OK
+
+
+def _settings_for_migrate(args: argparse.Namespace) -> Settings:
+    """The config file's settings, or the defaults with ``--dsn`` as database.dsn."""
+    if args.dsn:
+        settings = load_settings(None)
+        db = settings.database.model_copy(update={"dsn": args.dsn})
+        return settings.model_copy(update={"database": db})
+    return load_settings(args.config)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply the schema and print the storage mode and layout, or print the GRANTs for a role."""
+    from agent.sink.layout import render_layout
+    from agent.sink.schema import grants_for, migrate
+
+    if args.print_grants:
+        print(grants_for(args.print_grants), end="")
+        return EXIT_OK
+    settings = _settings_for_migrate(args)
+    with _database(settings) as dsn:
+        result = asyncio.run(migrate(settings.database, dsn, settings.schema_))
+    mode = result.mode
+    if mode.fallback:
+        print(f"hypertail: warning: TimescaleDB not used: {mode.fallback}", file=sys.stderr)
+    print(f"schema applied: {mode.describe()} (server {mode.server_version}, database {result.database})")
+    for line in render_layout(result.layout):
+        print(line)
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[str]:
+    """database.dsn, else the embedded server for this command (stopped after it if so configured)."""
+    if settings.database.dsn is not None:
+        yield settings.database.dsn
+        return
+    from agent.embedded import embedded_session
+
+    agent = settings.agent
+    with embedded_session(agent.data_dir, keep_running=agent.embedded_keep_running) as emb:
+        yield emb.admin_dsn
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the agent on database.dsn, or on the embedded server when none is set."""
+    from agent.ops.log import configure_logging
+
+    settings = load_settings(args.config)
+    if not settings.sources:
+        raise ConfigError("no [[sources]] configured: nothing to tail", key="sources")
+    configure_logging()
+    if settings.database.dsn is not None:
+        return _run_agent(args, settings, settings.database.dsn)
+    return _run_embedded(args, settings)
+
+
+def _run_embedded(args: argparse.Namespace, settings: Settings) -> int:
+    """The agent on the embedded server; say so on stderr (stdout is the JSON log) at start."""
+    from agent.embedded import notice, release, start_embedded
+    from agent.ops.log import get_logger
+
+    agent = settings.agent
+    emb = start_embedded(agent.data_dir)
+    log = get_logger()
+    log.info("db.embedded", dsn=mask_dsn(emb.admin_dsn), data_dir=str(emb.pgdata), started=emb.started,
+             keep_running=agent.embedded_keep_running)
+    print("hypertail: " + notice(emb, agent.data_dir, keep_running=agent.embedded_keep_running), file=sys.stderr)
+    try:
+        return _run_agent(args, settings, emb.admin_dsn)
+    finally:
+        if release(emb, agent.data_dir, keep_running=agent.embedded_keep_running):
+            log.info("db.embedded_stopped", data_dir=str(emb.pgdata))
+
+
+def _run_agent(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
+    """The agent itself, with signal handlers, until it stops; its exit code."""
+    from agent.runner import Runner
+
+    async def _main() -> int:
+        runner = Runner(settings, dsn, exit_when_idle=args.exit_when_idle, idle_grace_s=args.idle_grace)
+        runner.install_signal_handlers()
+        return await runner.run()
+
+    return asyncio.run(_main())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print how far the database is behind each tailed file (a table, or JSON)."""
+    from agent.cli.status import build_status, render_table
+    from agent.sink.status import status_report
+
+    settings = load_settings(args.config)
+    agent_id = None if args.all_agents else settings.agent.id
+    with _database(settings) as dsn:
+        report = asyncio.run(status_report(settings.database, dsn, agent_id))
+    status = build_status(agent_id, report)
+    print(json.dumps(status, indent=2) if args.json else render_table(status))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo on the embedded server and print its summary."""
+    from agent.demo.run import run_demo
+    from agent.ops.log import configure_logging
+
+    configure_logging("warning")
+    settings = load_settings(args.config)  # a bad HYPERTAIL_AGENT__* value: a config error, not a traceback
+    print(run_demo(settings, chats=args.chats, documents=args.documents, fresh=args.fresh))
+    return EXIT_OK
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    """Print one trace as a waterfall (or JSON)."""
+    from rich.console import Console
+
+    from agent.sink.traces import fetch_trace
+    from agent.views.export import to_json
+    from agent.views.waterfall import render
+
+    settings = load_settings(args.config)
+    with _database(settings) as dsn:
+        view = asyncio.run(fetch_trace(settings.database, dsn, args.trace_id))
+    if args.json:
+        print(json.dumps(to_json(view), indent=2))
+        return EXIT_OK
+    console = Console(width=args.width, highlight=False, soft_wrap=False)
+    for line in render(view, console.width, fold=not args.all):
+        console.print(line)
+    return EXIT_OK
+
+
+def cmd_traces(args: argparse.Namespace) -> int:
+    """List recent traces matching the filters (a table, or JSON)."""
+    from rich.console import Console
+
+    from agent.sink.traces import fetch_traces
+    from agent.views.listing import table, to_json
+    from agent.views.model import TraceFilter
+
+    settings = load_settings(args.config)
+    f = TraceFilter(since=args.since, status=args.status, operation=args.operation, user_id=args.user,
+                    limit=args.limit)
+    with _database(settings) as dsn:
+        traces = asyncio.run(fetch_traces(settings.database, dsn, f))
+    if args.json:
+        print(json.dumps(to_json(traces), indent=2))
+    elif not traces:
+        print(f"no traces started in the last {args.since} match", file=sys.stderr)
+    else:
+        Console(highlight=False).print(table(traces))
+    return EXIT_OK

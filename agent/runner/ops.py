@@ -1,0 +1,184 @@
+"""The ops wiring: what the agent tells the outside while the pipeline runs.
+
+Liveness (a heartbeat), readiness (a database ping), the HTTP probes and Prometheus metrics,
+``provider_sync_status`` rows, the one-time prune of checkpoints of files long gone, the rollup
+task, and how tailing events and database retries are logged. None of it is on the data path:
+a failure here is logged and retried, never allowed to stop ingestion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import timedelta
+from typing import Any
+
+from agent.ops.http import ProbeView, serve
+from agent.ops.rollup import rollup_loop
+from agent.ops.sync import FileSync, report, report_agent
+from agent.runner.state import Shared
+from agent.sink.prune import prune_checkpoints
+
+_ROUTINE_SOURCE_EVENTS = frozenset({
+    "rotation.copytruncate", "rotation.copy_adopted", "rotation.out_of_globs", "file.deleted",
+    "file.permission_restored", "file.rewritten",
+})
+
+
+class Ops:
+    """Probes, sync status, checkpoint prune and event logging for one agent.
+
+    Sets ``state.loop_beat``, ``db_ok`` and ``stall_logged`` of
+    :class:`~agent.runner.state.Shared`; reads everything else.
+    """
+
+    def __init__(self, shared: Shared) -> None:
+        self.shared = shared
+        self._http: Any = None
+        self._pruned = False
+        self._started_at = time.time()
+        shared.metrics.seconds_since_last_commit.set_function(self._since_last_commit)
+
+    def on_source_event(self, name: str, fields: dict[str, Any]) -> None:
+        """Tailing events: routine rotations at info, anything that needs a look at warning."""
+        self.shared.metrics.source_events.labels(name).inc()
+        level = "info" if name in _ROUTINE_SOURCE_EVENTS else "warning"
+        getattr(self.shared.log, level)("source.event", kind=name, **fields)
+
+    def on_retry(self, err: Exception, attempt: int, delay: float) -> None:
+        """Log a transient failure at every retry, but a stall once per reason.
+
+        A stall waits for a human and is retried on the same schedule so it resumes by itself;
+        one event per retry would only bury the reason, which readiness, status and
+        provider_sync_status keep showing.
+        """
+        shared = self.shared
+        stalled = shared.sink.health.stalled
+        shared.metrics.retries.labels("stall" if stalled else "retryable").inc()
+        error = shared.sink.redact(str(err))[:500]
+        if stalled is None:
+            shared.stall_logged = None
+            shared.log.warning("db.retry", error=error, attempt=attempt, delay_s=round(delay, 3))
+        elif stalled != shared.stall_logged:
+            shared.stall_logged = stalled
+            shared.log.error("db.stalled", error=error, attempt=attempt, delay_s=round(delay, 3))
+
+    def _since_last_commit(self) -> float:
+        last = self.shared.sink.health.last_commit or self._started_at
+        return max(0.0, time.time() - last)
+
+    async def heartbeat(self) -> None:
+        """Liveness: proves the loop turns, from the very start (also while the database is down)."""
+        stop = self.shared.stop
+        while not stop.is_set():
+            self.shared.state.loop_beat = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+
+    def bytes_behind(self) -> int:
+        """Bytes written to the tailed files but not committed yet (readiness compares it)."""
+        tailer = self.shared.tailer
+        if tailer is None:
+            return 0
+        return sum(max(0, f.size - f.acked_offset) for f in tailer.files())
+
+    def file_syncs(self) -> list[FileSync]:
+        """Each tailed file's size against its committed offset, and each refused link."""
+        tailer = self.shared.tailer
+        if tailer is None:
+            return []
+        out = []
+        for f in tailer.files():
+            key = f.file.identity.key
+            out.append(FileSync(f.file.path, f.size, f.acked_offset, self.shared.last_commit.get(key)))
+            self.shared.metrics.bytes_behind.labels(f.file.source, f.file.path).set(max(0, f.size - f.acked_offset))
+        for _, path, target, reason in tailer.refused():
+            out.append(FileSync(path, 0, 0, None, refused=f"{reason}: {target}"))
+        return out
+
+    async def loop(self) -> None:
+        """Ping the database (readiness) and refresh provider_sync_status, until stopped.
+
+        Each job is bounded by its connection's deadline (see :meth:`Sink.jobs`): a job that
+        hangs on a connection the server dropped without a word cannot freeze the readiness
+        this loop keeps, and the next round connects afresh.
+        """
+        shared = self.shared
+        period = shared.settings.ops.sync_interval_ms / 1000
+        while not shared.stop.is_set():
+            shared.db_ok = await shared.sink.ping()
+            if shared.db_ok and not shared.stop.is_set():
+                await self.report_sync()
+                await self._prune_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(shared.stop.wait(), timeout=period)
+
+    async def _prune_once(self) -> None:
+        """After the first scan: forget checkpoints of files long gone (see agent.sink.prune)."""
+        shared = self.shared
+        keys = shared.tailer.gone_checkpoints() if shared.tailer is not None else None
+        if keys is None or self._pruned:
+            return
+        self._pruned = True
+        days = shared.settings.agent.checkpoint_retention_days
+        try:
+            async with shared.sink.jobs(shared.sink.job_deadline()) as conn, conn.transaction():  # one transaction
+                n = await prune_checkpoints(conn, shared.settings.agent.id, keys, days)
+        except Exception as exc:
+            self._pruned = False  # try again at the next round
+            shared.log.warning("checkpoints.prune_failed", error=shared.sink.redact(str(exc))[:300])
+            return
+        if n:
+            shared.log.info("checkpoints.pruned", deleted=n, older_than_days=days)
+
+    async def report_sync(self, final: bool = False) -> None:
+        """Write this agent's row and its files' rows of provider_sync_status (``final`` at exit)."""
+        shared = self.shared
+        h = shared.sink.health
+        deadline = 2.0 if final else shared.sink.job_deadline()
+        agent_id = shared.settings.agent.id
+        try:
+            async with shared.sink.jobs(deadline) as conn, conn.transaction():
+                error = h.last_error if h.consecutive_failures else None
+                await report_agent(conn, agent_id, started=shared.state.started, stalled=h.stalled,
+                                   error=error, retries=h.consecutive_failures, last_commit=h.last_commit,
+                                   final=final)
+                if shared.tailer is not None:
+                    await report(conn, agent_id, self.file_syncs(),
+                                 stalled=h.stalled, error=error, retries=h.consecutive_failures)
+        except Exception as exc:
+            shared.log.warning("sync.failed", error=shared.sink.redact(str(exc))[:300])
+
+    async def start_http(self) -> None:
+        """Serve the probes and /metrics when ``[http]`` is enabled."""
+        shared = self.shared
+        http = shared.settings.http
+        if not http.enabled:
+            return
+        view = ProbeView(
+            loop_beat=lambda: shared.state.loop_beat, started=lambda: shared.state.started,
+            db_reachable=lambda: shared.db_ok and shared.sink.health.connected,
+            stalled=lambda: shared.sink.health.stalled, last_error=lambda: shared.sink.health.last_error,
+            bytes_behind=self.bytes_behind, max_lag_bytes=shared.settings.ops.ready_max_lag_bytes,
+            registry=shared.metrics.registry,
+        )
+        self._http = await serve(view, http.host, http.port)
+        shared.log.info("http.listening", listen=http.listen)
+
+    async def stop_http(self) -> None:
+        """Stop serving the probes (if they were served)."""
+        if self._http is not None:
+            await self._http.cleanup()
+
+
+def rollup_task(shared: Shared) -> asyncio.Task[None] | None:
+    """The rollup task when ``ops.rollup_enabled``; start it after startup (the schema exists)."""
+    ops = shared.settings.ops
+    if not ops.rollup_enabled:
+        return None
+    return asyncio.create_task(rollup_loop(
+        shared.sink.jobs, ops.rollup_interval_s, shared.stop, shared.log,
+        lookback_1m=timedelta(seconds=ops.rollup_lookback_1m_s),
+        lookback_1h=timedelta(seconds=ops.rollup_lookback_1h_s),
+        statement_timeout_ms=shared.settings.database.statement_timeout_ms), name="rollup")
