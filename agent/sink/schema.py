@@ -195,8 +195,10 @@ def grants_for(role: str) -> str:
     INSERT where COPY writes (plus SELECT, which asyncpg's COPY needs to read the columns' types
     and ON CONFLICT to check keys); UPDATE only where merges upsert (traces and spans merge start
     and end records; the rollup and sync-status tables are upserted); the state schema needs
-    read/write on checkpoints and insert on dead letters. No TEMPORARY: nothing is staged in
-    temporary tables (upserts read typed arrays), so nothing outlives a transaction on a pooler.
+    read/write on checkpoints (DELETE too: the agent prunes checkpoints of files long gone, see
+    agent.sink.prune) and insert on dead letters. No DELETE on any observability table. No
+    TEMPORARY: nothing is staged in temporary tables (upserts read typed arrays), so nothing
+    outlives a transaction on a pooler.
     """
     r = _quote_ident(role)
     obs = "observability"
@@ -206,7 +208,7 @@ def grants_for(role: str) -> str:
         f"GRANT SELECT, INSERT, UPDATE ON {obs}.traces, {obs}.spans TO {r};",
         f"GRANT SELECT, INSERT, UPDATE ON {obs}.metrics_aggregates, {obs}.provider_sync_status TO {r};",
         f"GRANT SELECT ON hypertail.schema_version TO {r};",
-        f"GRANT SELECT, INSERT, UPDATE ON hypertail.checkpoints TO {r};",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON hypertail.checkpoints TO {r};",
         f"GRANT SELECT, INSERT ON hypertail.dead_letters TO {r};",
     ]
     return "\n".join(lines) + "\n"

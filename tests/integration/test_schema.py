@@ -225,6 +225,11 @@ async def test_print_grants_are_sufficient_and_minimal(conn: asyncpg.Connection,
             )
             await ingest.execute("INSERT INTO hypertail.dead_letters (reason) VALUES ('x')")
             await _writer_commits_as(ingest)
+            from agent.sink.prune import prune_checkpoints
+            async with ingest.transaction():  # the agent forgets checkpoints of files long gone
+                await ingest.execute("UPDATE hypertail.checkpoints SET updated_at = now() - interval '9 days'")
+                keys = [r["file_key"] for r in await ingest.fetch("SELECT file_key FROM hypertail.checkpoints")]
+                assert keys and await prune_checkpoints(ingest, "grants-test", keys, 7) == len(keys)
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await ingest.execute("DELETE FROM observability.spans")
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
