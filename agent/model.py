@@ -107,7 +107,7 @@ class AppLog:
     """An ordinary application log line (no discriminator key): not a record.
 
     ``fields`` is the decoded line, handed on so that a source that stores its log lines builds
-    the ``logs`` row (:mod:`agent.applogs`) without decoding the line a second time.
+    the ``logs`` row (:mod:`agent.parse.applogs`) without decoding the line a second time.
     """
 
     level: str | None = None

@@ -1,7 +1,7 @@
 """The contract applied field by field, as the parser did before its builders were generated.
 
 A plain loop over the contract's field table, with every present value passed through its
-converter: slow, but obviously the contract. Tests hold :mod:`agent.parse_build`'s generated
+converter: slow, but obviously the contract. Tests hold :mod:`agent.parse.build`'s generated
 builders to it value for value (type and ``repr``), on every kind and shape.
 """
 
@@ -14,10 +14,10 @@ from typing import Any, Final
 import orjson
 
 from agent import contract as c
-from agent import parse_fields as pf
 from agent.model import DeadLetter, Row
-from agent.parse_build import FallbackId, time_column
-from agent.parse_build import fallback as _fallback
+from agent.parse import fields as pf
+from agent.parse.build import FallbackId, time_column
+from agent.parse.build import fallback as _fallback
 
 Converter = Callable[[Any, c.Field], Any]
 

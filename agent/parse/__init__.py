@@ -1,8 +1,8 @@
 """Bytes -> one :class:`Row`, :class:`DeadLetter` or :class:`AppLog`; pure, and it never raises.
 
 The contract lives in :mod:`agent.contract`, the per-field conversions in
-:mod:`agent.parse_fields`, and the row of each record kind is built by the one builder
-:mod:`agent.parse_build` generates for it from the contract. This module decodes the line,
+:mod:`agent.parse.fields`, and the row of each record kind is built by the one builder
+:mod:`agent.parse.build` generates for it from the contract. This module decodes the line,
 tells a record from an ordinary log line and names what is wrong with a line that is neither.
 """
 
@@ -13,9 +13,9 @@ from typing import Any, Final
 import orjson
 
 from agent import contract as c
-from agent import parse_fields as pf
 from agent.model import AppLog, DeadLetter, Row
-from agent.parse_build import BUILDERS, FallbackId
+from agent.parse import fields as pf
+from agent.parse.build import BUILDERS, FallbackId
 
 __all__ = ["parse"]
 

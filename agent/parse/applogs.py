@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from agent import contract as c
-from agent import parse_fields as pf
 from agent.model import Row
+from agent.parse import fields as pf
 
 _TRACE_F: Final = c.Field("trace_id", c.TRACE_ID_T, 32)
 _SPAN_F: Final = c.Field("span_id", c.SPAN_ID_T, 16)

@@ -7,7 +7,7 @@ Here each kind gets one straight-line function - written out with ``exec`` at im
 optional fields, a derived start and unknown keys cost nothing extra, and checks the common
 well-formed value inline (a lower-case hex id, a short string without NUL, an int in range).
 Only a value that fails the inline check calls the field's converter, which normalises it
-(upper-case hex, NUL, over-long text) or raises :class:`~agent.parse_fields.Invalid`. The inline
+(upper-case hex, NUL, over-long text) or raises :class:`~agent.parse.fields.Invalid`. The inline
 checks accept exactly the values their converter returns unchanged, so the result is the same as
 calling the converter every time; tests hold the builders to a plain field-by-field reference.
 
@@ -36,8 +36,8 @@ from typing import Any, Final
 import orjson
 
 from agent import contract as c
-from agent import parse_fields as pf
 from agent.model import Row
+from agent.parse import fields as pf
 
 FallbackId = Callable[[], uuid.UUID]
 Builder = Callable[[dict[str, Any], bytes, "FallbackId | None"], Row]

@@ -12,11 +12,11 @@ import re
 import uuid
 
 from agent import contract
-from agent.applogs import AppLogPolicy, log_row
 from agent.config import Settings
 from agent.model import NUL_RUN, AppLog, DeadLetter, Line, ParseResult
 from agent.ops.metrics import Metrics
 from agent.parse import parse
+from agent.parse.applogs import AppLogPolicy, log_row
 
 _STORE_ALL = AppLogPolicy()
 ROW_ID_NAMESPACE = uuid.UUID("6f1c4a2e-52b8-4d7e-9a51-2f0c7d1e8b33")
@@ -46,28 +46,35 @@ class LineParser:
                           for s in settings.sources}
 
     def parse_line(self, line: Line) -> ParseResult:
+        """The one result of ``line``: a row, a dead letter, or an app log (a ``logs`` row where
+        its source stores them). Records without an id get one derived from the line's place."""
         if line.oversize:
-            if line.data == NUL_RUN:
-                self.metrics.nul_bytes.inc(line.end - line.start)
-                return DeadLetter(
-                    reason=f"run of {line.end - line.start} NUL bytes at offset {line.start} "
-                    "(a hole left by a writer without O_APPEND after a truncation); skipped",
-                    field=None,
-                )
-            return DeadLetter(
-                reason=f"line is {line.end - line.start} bytes, longer than tail.max_line_bytes "
-                f"({self.settings.tail.max_line_bytes}); its first bytes are kept",
-                field=None,
-            )
+            return self._not_whole(line)
         agent_id, key, start = self.settings.agent.id, line.file.identity.key, line.start
         result = parse(
             line.data,
-            record_type_key=self._keys.get(line.file.source, "record_type"),
+            record_type_key=self._keys.get(line.file.source, contract.DEFAULT_RECORD_TYPE_KEY),
             fallback_id=lambda: row_id(agent_id, key, start),
         )
         if type(result) is AppLog:
             return self._app_log(result, line)
         return result
+
+    def _not_whole(self, line: Line) -> DeadLetter:
+        """The dead letter of what the tailer could not hand over whole: a NUL run or an oversize line."""
+        size = line.end - line.start
+        if line.data == NUL_RUN:
+            self.metrics.nul_bytes.inc(size)
+            return DeadLetter(
+                reason=f"run of {size} NUL bytes at offset {line.start} "
+                "(a hole left by a writer without O_APPEND after a truncation); skipped",
+                field=None,
+            )
+        return DeadLetter(
+            reason=f"line is {size} bytes, longer than tail.max_line_bytes "
+            f"({self.settings.tail.max_line_bytes}); its first bytes are kept",
+            field=None,
+        )
 
     def _app_log(self, result: AppLog, line: Line) -> ParseResult:
         """An ordinary log line becomes a ``logs`` row where its source stores them (the row id

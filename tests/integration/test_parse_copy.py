@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent import contract as c
-from agent.applogs import log_row
 from agent.model import AppLog, Row
 from agent.parse import parse
+from agent.parse.applogs import log_row
 from tests.strategies import (
     cases,
     cases_with_invalid_optional,

@@ -65,9 +65,8 @@ def under(name: str, *prefixes: str) -> bool:
 
 
 def in_parse_stage(name: str) -> bool:
-    """The parse stage: agent.parse, agent.parse_build, agent.parse_fields, agent.applogs today,
-    and a package agent/parse/ later; matched by prefix so that both forms count."""
-    return name.startswith("agent.parse") or under(name, "agent.applogs")
+    """The parse stage: the package agent/parse/ (decode, builders, field converters, app logs)."""
+    return under(name, "agent.parse")
 
 
 # Each stage may import only these parts of the agent (besides itself), stdlib and the listed
@@ -153,7 +152,7 @@ def test_a_broken_rule_is_reported_with_file_line_and_import() -> None:
         Import("agent.sources.tailer", "agent.sink.sink.Sink", "agent/sources/tailer.py", 7),
         Import("agent.emit.output", "agent.config.Settings", "agent/emit/output.py", 3),
         Import("agent.emit.output", "pydantic", "agent/emit/output.py", 4),
-        Import("agent.parse", "agent.runner.row_id", "agent/parse.py", 9),
+        Import("agent.parse", "agent.runner.row_id", "agent/parse/__init__.py", 9),
         Import("agent.parse.engine", "agent.sink.writer", "agent/parse/engine.py", 2),
         Import("agent.ops.sync", "asyncpg", "agent/ops/sync.py", 5),
         Import("agent.views.tree", "watchfiles", "agent/views/tree.py", 6),

@@ -1,4 +1,4 @@
-"""Ordinary log lines -> observability.logs rows (agent.applogs, issue 13)."""
+"""Ordinary log lines -> observability.logs rows (agent.parse.applogs, issue 13)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from agent import contract as c
-from agent.applogs import AppLogPolicy, level_rank, log_row
 from agent.model import Row
+from agent.parse.applogs import AppLogPolicy, level_rank, log_row
 
 LID = uuid.UUID(int=7)
 

@@ -37,5 +37,5 @@ def test_every_line_of_the_mixed_file_becomes_its_reference_row() -> None:
         got = decoded(result.table, result.values)
         assert got == line.expected, (i, line.data, {k: (got[k], v) for k, v in line.expected.items() if got[k] != v})
         assert isinstance(got["timestamp"], datetime) and got["timestamp"].utcoffset() is not None
-    # app logs (table None here) become logs rows in the runner, per source (agent.applogs)
+    # app logs (table None here) become logs rows in the runner, per source (agent.parse.applogs)
     assert tables["spans"] > BENCH_LINES // 2 and all(tables[t] for t in (*c.COLUMNS, None) if t != c.LOGS)

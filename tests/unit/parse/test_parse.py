@@ -285,7 +285,7 @@ def test_jsonb_guards() -> None:
 
 
 def test_clean_json_handles_what_orjson_cannot_write() -> None:
-    from agent.parse_fields import clean_json, json_text
+    from agent.parse.fields import clean_json, json_text
     assert orjson.loads(json_text({"a": 2**70, "b": float("nan"), "c": "\ud800x", "d": (1, 2)})) == {
         "a": str(2**70), "b": None, "c": "?x", "d": [1, 2]}
     assert clean_json({1: {2}}, 0) == {"1": "{2}"}

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agent import contract as c
-from agent import parse_build
-from agent import parse_fields as pf
 from agent.model import DeadLetter, Row
+from agent.parse import build as parse_build
+from agent.parse import fields as pf
 from agent.parse import parse
 from tests.reference_parse import reference
 from tests.strategies import Case, cases, json_values
