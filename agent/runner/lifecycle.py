@@ -174,7 +174,7 @@ class Runner:
         """End the background tasks without cancelling a query: the stop event ends their loops,
         and terminating the jobs connection fails whatever job is still running on it at once."""
         self.shared.stop.set()
-        self.sink.abort_jobs()
+        self.sink.jobs.abort()
         _, pending = await asyncio.wait(background, timeout=_BACKGROUND_GRACE_S)
         for task in pending:  # the heartbeat, or a job that went on connecting
             task.cancel()

@@ -123,7 +123,8 @@ class Ops:
         self._pruned = True
         days = shared.settings.agent.checkpoint_retention_days
         try:
-            async with shared.sink.jobs(shared.sink.job_deadline()) as conn, conn.transaction():  # one transaction
+            jobs = shared.sink.jobs
+            async with jobs.borrow(jobs.deadline()) as conn, conn.transaction():  # one transaction
                 n = await prune_checkpoints(conn, shared.settings.agent.id, keys, days)
         except Exception as exc:
             self._pruned = False  # try again at the next round
@@ -136,10 +137,10 @@ class Ops:
         """Write this agent's row and its files' rows of provider_sync_status (``final`` at exit)."""
         shared = self.shared
         h = shared.sink.health
-        deadline = 2.0 if final else shared.sink.job_deadline()
+        deadline = 2.0 if final else shared.sink.jobs.deadline()
         agent_id = shared.settings.agent.id
         try:
-            async with shared.sink.jobs(deadline) as conn, conn.transaction():
+            async with shared.sink.jobs.borrow(deadline) as conn, conn.transaction():
                 error = h.last_error if h.consecutive_failures else None
                 await report_agent(conn, agent_id, started=shared.state.started, stalled=h.stalled,
                                    error=error, retries=h.consecutive_failures, last_commit=h.last_commit,
@@ -178,7 +179,7 @@ def rollup_task(shared: Shared) -> asyncio.Task[None] | None:
     if not ops.rollup_enabled:
         return None
     return asyncio.create_task(rollup_loop(
-        shared.sink.jobs, ops.rollup_interval_s, shared.stop, shared.log,
+        shared.sink.jobs.borrow, ops.rollup_interval_s, shared.stop, shared.log,
         lookback_1m=timedelta(seconds=ops.rollup_lookback_1m_s),
         lookback_1h=timedelta(seconds=ops.rollup_lookback_1h_s),
         statement_timeout_ms=shared.settings.database.statement_timeout_ms), name="rollup")

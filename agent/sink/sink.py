@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -22,6 +22,7 @@ from agent.errors import DataError, RetryableError, SinkError, StallError
 from agent.model import Checkpoint, FileIdentity, FileRef, Item
 from agent.sink.classify import classify
 from agent.sink.connect import connect_kwargs
+from agent.sink.jobs import JobConnection
 from agent.sink.schema import SCHEMA_VERSION, apply_schema, detect_mode, installed_version
 from agent.sink.writer import CommitStats, Writer
 
@@ -57,8 +58,7 @@ class Sink:
         self.health = SinkHealth()
         self.on_retry: OnRetry | None = None
         self._writer: Writer | None = None
-        self._job: asyncpg.Connection | None = None
-        self._job_lock = asyncio.Lock()
+        self.jobs = JobConnection(settings.database, dsn)  # ping, sync status, prune, rollup
         self._secret = settings.database.resolved_password()
 
     async def _connection(self) -> Writer:
@@ -172,69 +172,29 @@ class Sink:
             text = text.replace(self._secret, "***")
         return mask_dsn(text) if "://" in text else text
 
-    @contextlib.asynccontextmanager
-    async def jobs(self, deadline_s: float | None = None) -> AsyncIterator[asyncpg.Connection]:
-        """The background jobs' connection, one job at a time; dropped when a job fails on it.
-
-        A job that raises may have left the connection mid-transaction or broken, so it is
-        closed and the next job connects afresh. ``deadline_s`` bounds a job by *terminating*
-        its connection when time is up, never by cancelling it: a cancelled asyncpg query
-        sends a CancelRequest and then waits, without a limit, for the server (or a busy
-        pooler) to acknowledge it, which is how a shutdown used to hang.
-        """
-        async with self._job_lock:
-            if self._job is None or self._job.is_closed():
-                try:
-                    self._job = await asyncpg.connect(**connect_kwargs(self.settings.database, self.dsn))
-                except Exception as exc:
-                    raise classify(exc) from exc
-            conn = self._job
-            timer = None if deadline_s is None else asyncio.get_running_loop().call_later(deadline_s, conn.terminate)
-            try:
-                yield conn
-            except BaseException:
-                conn.terminate()
-                self._job = None
-                raise
-            finally:
-                if timer is not None:
-                    timer.cancel()
-
-    def job_deadline(self) -> float:
-        """How long one ping or status report may take: two connects and one statement."""
-        db = self.settings.database
-        return 2 * db.connect_timeout_s + db.statement_timeout_ms / 1000
-
     async def ping(self) -> bool:
         """True when the database answers on the jobs connection (simple protocol: no statement)."""
         limit = self.settings.database.connect_timeout_s
         try:
             # Waiting for the jobs connection (another job holds it) is bounded by that job's own
             # deadline; connect and query are bounded here.
-            async with self.jobs(deadline_s=2 * limit) as conn:
+            async with self.jobs.borrow(deadline_s=2 * limit) as conn:
                 await conn.execute("SELECT 1")
         except Exception as exc:
             self.health.last_error = self.redact(str(classify(exc)))
             return False
         return True
 
-    def abort_jobs(self) -> None:
-        """Terminate the jobs connection now: whatever job runs on it fails at once (no
-        CancelRequest, no wait); the next job connects afresh."""
-        job, self._job = self._job, None
-        if job is not None and not job.is_closed():
-            job.terminate()
-
     def abort(self) -> None:
         """Terminate both connections now (a drain that ran out of time): an interrupted
         transaction is rolled back by the server and its lines are read again on restart."""
-        self.abort_jobs()
+        self.jobs.abort()
         self._drop_writer()
 
     async def close(self) -> None:
         """Close the ingesting connection politely (asyncpg terminates it after 2 s) and the
         jobs connection at once."""
-        self.abort_jobs()
+        self.jobs.abort()
         writer, self._writer = self._writer, None
         self.health.connected = False
         if writer is not None and not writer.conn.is_closed():
