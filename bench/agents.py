@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from agent.sink.status import recreate_database  # noqa: E402
 from tests import pgbouncer  # noqa: E402
 from tests.e2e.harness import Agent, span_line  # noqa: E402
-from tests.pgserver import replace_database, start_test_server  # noqa: E402
+from tests.pgserver import admin_dsn, replace_database  # noqa: E402
 
 
 class ConnectionSampler:
@@ -152,25 +152,18 @@ def main() -> None:
     p.add_argument("--pool-size", type=int, default=4, help="PgBouncer's server connections")
     p.add_argument("--rollup-interval", type=float, default=2.0)
     args = p.parse_args()
-    server = None
-    if args.dsn:
-        admin = args.dsn
-    else:
-        server = start_test_server()
-        admin = server.admin_dsn
-    bouncer = pgbouncer.start(admin, pool_size=args.pool_size, max_client_conn=1000)
     results = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="ht-bench-agents-") as tmp:
-            for n in (int(x) for x in args.sizes.split(",")):
-                for via in (None, bouncer):
-                    r = run_size(admin, n, args.lines_per_agent, via, args.rollup_interval, Path(tmp))
-                    results.append(r)
-                    print(json.dumps(r), flush=True)
-    finally:
-        bouncer.stop()
-        if server is not None:
-            server.close()
+    with admin_dsn(args.dsn) as admin:
+        bouncer = pgbouncer.start(admin, pool_size=args.pool_size, max_client_conn=1000)
+        try:
+            with tempfile.TemporaryDirectory(prefix="ht-bench-agents-") as tmp:
+                for n in (int(x) for x in args.sizes.split(",")):
+                    for via in (None, bouncer):
+                        r = run_size(admin, n, args.lines_per_agent, via, args.rollup_interval, Path(tmp))
+                        results.append(r)
+                        print(json.dumps(r), flush=True)
+        finally:
+            bouncer.stop()
     base = next((r["rows_per_s"] for r in results if r["agents"] == 1 and r["path"] == "direct"), None)
     if base:
         print(json.dumps({"baseline_1_agent_direct_rows_per_s": base,

@@ -51,7 +51,7 @@ from agent.config import SchemaSettings  # noqa: E402
 from agent.sink.schema import apply_schema  # noqa: E402
 from agent.sink.status import recreate_database  # noqa: E402
 from tests.mixed import CUSTOM_KEY, mixed, write_mixed  # noqa: E402
-from tests.pgserver import replace_database, start_test_server  # noqa: E402
+from tests.pgserver import admin_dsn, replace_database  # noqa: E402
 
 BATCH = 5000
 AGENT_ROOT = ROOT  # --agent-root: run another checkout's agent (a before/after comparison)
@@ -357,24 +357,15 @@ def main() -> None:
     global DB_PREFIX, AGENT_ROOT
     DB_PREFIX = a.db_prefix
     AGENT_ROOT = Path(a.agent_root) if a.agent_root else ROOT
-    server = None
-    admin = a.dsn
-    if admin is None:
-        server = start_test_server()
-        admin = server.admin_dsn
-    try:
-        with tempfile.TemporaryDirectory(prefix="hypertail-bench-") as tmp:
-            out = {"throughput": throughput(admin, Path(tmp), a.lines)}
-            print(json.dumps(out, indent=2), flush=True)
-            if not a.skip_latency:
-                out["latency"] = latency(admin, Path(tmp), a.rate, a.seconds)
-                print(json.dumps(out["latency"], indent=2), flush=True)
-            if a.backlog_mb:
-                out["backlog"] = backlog(admin, Path(tmp), a.backlog_mb)
-                print(json.dumps(out["backlog"], indent=2), flush=True)
-    finally:
-        if server is not None:
-            server.close()
+    with admin_dsn(a.dsn) as admin, tempfile.TemporaryDirectory(prefix="hypertail-bench-") as tmp:
+        out = {"throughput": throughput(admin, Path(tmp), a.lines)}
+        print(json.dumps(out, indent=2), flush=True)
+        if not a.skip_latency:
+            out["latency"] = latency(admin, Path(tmp), a.rate, a.seconds)
+            print(json.dumps(out["latency"], indent=2), flush=True)
+        if a.backlog_mb:
+            out["backlog"] = backlog(admin, Path(tmp), a.backlog_mb)
+            print(json.dumps(out["backlog"], indent=2), flush=True)
 
 
 if __name__ == "__main__":

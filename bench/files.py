@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.e2e import fresh_db, span_line  # noqa: E402
-from tests.pgserver import start_test_server  # noqa: E402
+from tests.pgserver import admin_dsn  # noqa: E402
 
 
 def config(tmp: Path, dsn: str, glob: str, max_open: int) -> Path:
@@ -112,32 +112,23 @@ def main() -> None:
     p.add_argument("--lines-per-file", type=int, default=50)
     p.add_argument("--max-open-files", type=int, default=256)
     a = p.parse_args()
-    server = None
-    admin = a.dsn
-    if admin is None:
-        server = start_test_server()
-        admin = server.admin_dsn
     n = a.files * a.lines_per_file
-    try:
-        with tempfile.TemporaryDirectory() as tmp_s:
-            tmp = Path(tmp_s)
-            (tmp / "empty").mkdir()
-            (tmp / "empty" / "e.log").write_bytes(b"")
-            fixed = drain(config(tmp, asyncio.run(fresh_db(admin, "bench_fixed")), f"{tmp}/empty/*.log", 256))["wall"]
-            one = tmp / "one"
-            one.mkdir()
-            with (one / "all.log").open("wb") as fh:
-                for start in range(0, n, 10_000):
-                    fh.write(b"".join(span_line(s) for s in range(start, min(n, start + 10_000))))
-            baseline = case(admin, tmp, "one", f"{one}/*.log", n, a.max_open_files, fixed)
-            many = tmp / "many"
-            write_many(many, a.files, a.lines_per_file)
-            files = case(admin, tmp, "many", f"{many}/**/*.log", n, a.max_open_files, fixed)
-            print(json.dumps({"fixed_start_stop_s": round(fixed, 2), "max_open_files": a.max_open_files,
-                              "one_file": baseline, f"{a.files}_files": files}, indent=2))
-    finally:
-        if server is not None:
-            server.close()
+    with admin_dsn(a.dsn) as admin, tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        (tmp / "empty").mkdir()
+        (tmp / "empty" / "e.log").write_bytes(b"")
+        fixed = drain(config(tmp, asyncio.run(fresh_db(admin, "bench_fixed")), f"{tmp}/empty/*.log", 256))["wall"]
+        one = tmp / "one"
+        one.mkdir()
+        with (one / "all.log").open("wb") as fh:
+            for start in range(0, n, 10_000):
+                fh.write(b"".join(span_line(s) for s in range(start, min(n, start + 10_000))))
+        baseline = case(admin, tmp, "one", f"{one}/*.log", n, a.max_open_files, fixed)
+        many = tmp / "many"
+        write_many(many, a.files, a.lines_per_file)
+        files = case(admin, tmp, "many", f"{many}/**/*.log", n, a.max_open_files, fixed)
+        print(json.dumps({"fixed_start_stop_s": round(fixed, 2), "max_open_files": a.max_open_files,
+                          "one_file": baseline, f"{a.files}_files": files}, indent=2))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from agent.sink.status import recreate_database  # noqa: E402
 from agent.sink.traces import read_trace  # noqa: E402
 from agent.views.waterfall import render  # noqa: E402
 from bench.e2e import config, run_agent, span_line  # noqa: E402
-from tests.pgserver import replace_database, start_test_server  # noqa: E402
+from tests.pgserver import admin_dsn, replace_database  # noqa: E402
 
 BIG_TRACE = "b" * 32
 
@@ -219,20 +219,11 @@ def main() -> None:
     p.add_argument("--skip-logs", action="store_true")
     p.add_argument("--skip-trace", action="store_true")
     a = p.parse_args()
-    server = None
-    admin = a.dsn
-    if admin is None:
-        server = start_test_server()
-        admin = server.admin_dsn
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            if not a.skip_logs:
-                print(json.dumps({"ingest_store_vs_skip": ingest(admin, Path(tmp), a.lines)}, indent=2))
-            if not a.skip_trace:
-                print(json.dumps({"trace_view": trace_view(admin, a.spans)}, indent=2))
-    finally:
-        if server is not None:
-            server.close()
+    with admin_dsn(a.dsn) as admin, tempfile.TemporaryDirectory() as tmp:
+        if not a.skip_logs:
+            print(json.dumps({"ingest_store_vs_skip": ingest(admin, Path(tmp), a.lines)}, indent=2))
+        if not a.skip_trace:
+            print(json.dumps({"trace_view": trace_view(admin, a.spans)}, indent=2))
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ for the TimescaleDB from ``../shared/timescaledb/start``): it is then driven wit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +162,20 @@ class LocalCluster:
         (HYPERTAIL_TEST_DSN) and outlives it, so a restart must not make it a leftover of the
         session (see tests/conftest.py)."""
         return {k: v for k, v in os.environ.items() if k != "HYPERTAIL_TEST_SESSION"}
+
+
+@contextlib.contextmanager
+def admin_dsn(dsn: str | None) -> Iterator[str]:
+    """``dsn`` as given, or the admin DSN of the test server, started for the caller (a bench)
+    and closed when the block ends."""
+    if dsn is not None:
+        yield dsn
+        return
+    server = start_test_server()
+    try:
+        yield server.admin_dsn
+    finally:
+        server.close()
 
 
 def start_test_server() -> DbServer:
