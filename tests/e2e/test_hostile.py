@@ -6,10 +6,8 @@ none duplicated), and the dead letters are exactly the expected ones.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +16,7 @@ import asyncpg
 import psutil
 import pytest
 
-from tests.e2e.harness import Agent, assert_exact, dead_letters, seqs, span_line, wait_until
+from tests.e2e.harness import Agent, assert_exact, dead_letters, fetchval_sync, seqs, span_line, wait_until
 from tests.unit.emit.test_processes import run_writers, seqs_in
 
 
@@ -34,18 +32,7 @@ def lines(seqs_: range) -> bytes:
 
 
 def count_sync(dsn: str, sql: str = "SELECT count(*) FROM observability.spans") -> int:
-    async def q() -> int:
-        c = await asyncpg.connect(dsn)
-        try:
-            return int(await c.fetchval(sql))
-        finally:
-            await c.close()
-
-    out: list[int] = []
-    t = threading.Thread(target=lambda: out.append(asyncio.run(q())))
-    t.start()
-    t.join()
-    return out[0]
+    return int(fetchval_sync(dsn, sql))
 
 
 def drain(agent: Agent, *args: str, timeout: float = 120) -> None:
