@@ -176,7 +176,7 @@ class Runner:
         self.shared.stop.set()
         self.sink.jobs.abort()
         _, pending = await asyncio.wait(background, timeout=_BACKGROUND_GRACE_S)
-        for task in pending:  # the heartbeat, or a job that went on connecting
+        for task in pending:  # a job still connecting: no query runs yet, so cancelling is safe
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await self.ops.report_sync(final=True)

@@ -100,7 +100,7 @@ class Ops:
     async def loop(self) -> None:
         """Ping the database (readiness) and refresh provider_sync_status, until stopped.
 
-        Each job is bounded by its connection's deadline (see :meth:`Sink.jobs`): a job that
+        Each job is bounded by its connection's deadline (:meth:`JobConnection.borrow`): a job that
         hangs on a connection the server dropped without a word cannot freeze the readiness
         this loop keeps, and the next round connects afresh.
         """
