@@ -166,17 +166,55 @@ def deleted_fds(pid: int) -> int:
     return n
 
 
-def recreate(logs: Path, names: list[str], first_seq: int, sizes: list[int]) -> tuple[int, int]:
-    """Delete and recreate every file (same names) so that freed inodes are reused; returns
-    (how many new files got one of the old inodes, the next seq)."""
-    old = {(logs / n).stat().st_ino for n in names}
+def claim_inodes(folder: Path, freed: set[int], limit: int = 20_000) -> dict[int, Path]:
+    """Create empty probe files in ``folder`` until each freed inode is held by one (or ``limit``).
+
+    ext4 hands out the lowest free inode of the folder's block group, so inodes other processes
+    freed meanwhile (the database's own files, other tests) are taken first; probing past them is
+    what makes reuse happen on a busy machine. Probes are named ``*.probe``, which no source
+    matches, and the ones holding other inodes are removed again.
+    """
+    claimed: dict[int, Path] = {}
+    spare: list[Path] = []
+    for i in range(limit):
+        probe = folder / f"inode-{i}.probe"
+        probe.touch()
+        ino = probe.stat().st_ino
+        if ino in freed:
+            claimed[ino] = probe
+        else:
+            spare.append(probe)
+        if len(claimed) == len(freed):
+            break
+    for probe in spare:
+        probe.unlink()
+    return claimed
+
+
+def remove(logs: Path, names: list[str]) -> set[int]:
+    """Delete the files; returns the inodes they held."""
+    inodes = {(logs / n).stat().st_ino for n in names}
     for n in names:
         (logs / n).unlink()
+    return inodes
+
+
+def write_on_freed(logs: Path, names: list[str], freed: set[int], first_seq: int, sizes: list[int]) -> tuple[int, int]:
+    """Write the second versions (same names, identical heads) on the freed inodes where the
+    filesystem gives them back; returns (how many new files got one of them, the next seq).
+
+    A new version is written into its probe and renamed into place, so a running agent sees each
+    file appear whole, as it would see a file written at once.
+    """
+    probes = iter(claim_inodes(logs, freed).values())
     seq = first_seq
     for n, k in zip(names, sizes, strict=True):
-        (logs / n).write_bytes(HEADER + lines(range(seq, seq + k)))
+        target = next(probes, logs / n)
+        target.write_bytes(HEADER + lines(range(seq, seq + k)))
+        if target != logs / n:
+            target.rename(logs / n)
         seq += k
-    return len(old & {(logs / n).stat().st_ino for n in names}), seq
+    return len(freed & {(logs / n).stat().st_ino for n in names}), seq
 
 
 SIZES = [3 if i % 3 == 0 else 25 for i in range(30)]  # shorter and longer than the first version
@@ -193,17 +231,10 @@ async def test_inode_reuse_with_identical_heads_while_running(
     wait_until(lambda: count_sync(agent.dsn) == 300, what="first versions")
     time.sleep(0.5)  # committed and acked
     assert agent.proc is not None
-    old = {(logs / n).stat().st_ino for n in names}
-    for n in names:
-        (logs / n).unlink()
+    freed = remove(logs, names)
     wait_until(lambda: deleted_fds(agent.proc.pid) == 0, timeout=30, what="the agent to let go of the old inodes")
-    total = 300
-    for n, k in zip(names, SIZES, strict=True):
-        (logs / n).write_bytes(HEADER + lines(range(total, total + k)))
-        total += k
-    # The scenario needs freed inodes handed out again; how many the filesystem reuses depends on
-    # what else creates files meanwhile (a loaded CI machine gave 4 of 30), so at least one.
-    assert len(old & {(logs / n).stat().st_ino for n in names}) >= 1
+    reused, total = write_on_freed(logs, names, freed, 300, SIZES)
+    assert reused >= 1  # the scenario: new files on the old inodes, with the same head
     wait_until(lambda: count_sync(agent.dsn) >= total, timeout=60, what=f"{total} rows")
     time.sleep(0.5)
     assert agent.term() == 0, agent.output()
@@ -218,17 +249,8 @@ async def test_inode_reuse_with_identical_heads_across_a_restart(
     for i, n in enumerate(names):
         (logs / n).write_bytes(HEADER + lines(range(i * 10, i * 10 + 10)))
     drain(agent)
-    # See above: reuse depends on the machine's other file activity. The agent is stopped, so the
-    # same second version can be written again until the filesystem hands out an inode of the
-    # first (checkpointed) version; only the last round is ever read, and every round holds the
-    # same lines.
-    checkpointed = {(logs / n).stat().st_ino for n in names}
-    for _ in range(10):
-        _, total = recreate(logs, names, 300, SIZES)
-        reused = len(checkpointed & {(logs / n).stat().st_ino for n in names})  # inodes the agent knows
-        if reused:
-            break
-    assert reused >= 1
+    reused, total = write_on_freed(logs, names, remove(logs, names), 300, SIZES)
+    assert reused >= 1  # inodes the agent has checkpoints for
     drain(agent)
     assert_exact(await seqs(db), total)
     assert await dead_letters(db) == []
