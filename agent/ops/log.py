@@ -43,6 +43,7 @@ EVENTS = {
     "checkpoints.pruned": "checkpoints of files gone longer than agent.checkpoint_retention_days were deleted",
     "checkpoints.prune_failed": "deleting old checkpoints failed; tried again at the next sync round",
     "sync.failed": "updating provider_sync_status failed; retried at the next interval",
+    "sync.stopped": "(debug) a periodic status report ended by the stop; the final report follows",
 }
 
 

@@ -127,8 +127,9 @@ class Ops:
             async with jobs.borrow(jobs.deadline()) as conn, conn.transaction():  # one transaction
                 n = await prune_checkpoints(conn, shared.settings.agent.id, keys, days)
         except Exception as exc:
-            self._pruned = False  # try again at the next round
-            shared.log.warning("checkpoints.prune_failed", error=shared.sink.redact(str(exc))[:300])
+            self._pruned = False  # try again at the next round (or the next start)
+            if not shared.stop.is_set():  # else the stop terminated the jobs connection on purpose
+                shared.log.warning("checkpoints.prune_failed", error=shared.sink.redact(str(exc))[:300])
             return
         if n:
             shared.log.info("checkpoints.pruned", deleted=n, older_than_days=days)
@@ -149,6 +150,11 @@ class Ops:
                     await report(conn, agent_id, self.file_syncs(),
                                  stalled=h.stalled, error=error, retries=h.consecutive_failures)
         except Exception as exc:
+            if shared.stop.is_set() and not final:
+                # The stop terminated the jobs connection under this report on purpose (see
+                # Runner._shutdown_background); the final report follows, so nothing failed.
+                shared.log.debug("sync.stopped", error=shared.sink.redact(str(exc))[:300])
+                return
             shared.log.warning("sync.failed", error=shared.sink.redact(str(exc))[:300])
 
     async def start_http(self) -> None:
