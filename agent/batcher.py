@@ -49,9 +49,10 @@ class Batch:
     nbytes: int = 0
     created: float = field(default_factory=time.monotonic)
 
-    def add(self, item: Item) -> None:
-        self.items.append(item)
-        self.nbytes += len(item.line.data) + ITEM_OVERHEAD
+    def extend(self, items: list[Item], data_bytes: int) -> None:
+        """Append ``items``, whose lines hold ``data_bytes`` (the caller has that sum at hand)."""
+        self.items += items
+        self.nbytes += data_bytes + ITEM_OVERHEAD * len(items)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -74,9 +75,17 @@ class Batcher:
         self.current = Batch()
 
     def add(self, item: Item) -> None:
+        self.extend([item], len(item.line.data))
+
+    def extend(self, items: list[Item], data_bytes: int) -> None:
+        """Add a run of items at once (the reader adds a block's worth); see :meth:`room`."""
         if not self.current.items:
             self.current.created = time.monotonic()
-        self.current.add(item)
+        self.current.extend(items, data_bytes)
+
+    def room(self) -> int:
+        """How many more items the current batch takes before ``max_rows`` (at least one)."""
+        return max(self.policy.max_rows - len(self.current.items), 1)
 
     def full(self) -> bool:
         b = self.current

@@ -5,12 +5,16 @@ them worrying about the other mutating it. The three made once per line (:class:
 :class:`Row`, :class:`Item`) are typed ``NamedTuple`` s rather than frozen dataclasses: a frozen
 dataclass pays ``object.__setattr__`` per field (~420 ns to build a Line, measured) where a
 NamedTuple costs ~110 ns, and at hundreds of thousands of lines a second that was most of the
-tailing stage's time. The rest are frozen, slotted dataclasses. Nothing here does I/O.
+tailing stage's time. Even that is per line, so the sources hand lines over as one
+:class:`Block` per read, and the runner builds its per-line values from a block in C-level
+``map`` calls. The rest are frozen, slotted dataclasses. Nothing here does I/O.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import islice, repeat
 from typing import Any, NamedTuple
 
 
@@ -63,6 +67,48 @@ class Line(NamedTuple):
     end: int
     data: bytes
     oversize: bool = False
+
+
+class Block(NamedTuple):
+    """Consecutive complete lines of one file, from one read: what the sources hand over.
+
+    Line ``i`` has the bytes ``data[i]`` (cleaned as :class:`Line` says) and spans
+    ``bounds[i]`` to ``bounds[i + 1]``, so ``bounds`` has one entry more than ``data`` and the
+    offsets stay exact without an object per line. An ``oversize`` block holds exactly one line,
+    an oversize line's prefix or a NUL run (:data:`NUL_RUN`).
+    """
+
+    file: FileRef
+    bounds: list[int]
+    data: list[bytes]
+    oversize: bool = False
+
+    @property
+    def start(self) -> int:
+        return self.bounds[0]
+
+    @property
+    def end(self) -> int:
+        """The offset just after the block's last line: committing it consumes the block."""
+        return self.bounds[-1]
+
+    def lines(self) -> list[Line]:
+        """The block as one :class:`Line` per line (built in C; the runner's items hold them)."""
+        b = self.bounds
+        return list(map(_new_line, zip(repeat(self.file), b, islice(b, 1, None), self.data, repeat(self.oversize))))
+
+    def part(self, i: int, j: int) -> Block:
+        """Lines ``i`` to ``j`` (exclusive) as a block of their own."""
+        return Block(self.file, self.bounds[i : j + 1], self.data[i:j], self.oversize)
+
+
+def one_line(file: FileRef, start: int, end: int, data: bytes, oversize: bool = False) -> Block:
+    """A block of one line (a held-back line completed, a released partial, an oversize line)."""
+    return Block(file, [start, end], [data], oversize)
+
+
+# A Line from a ready tuple in C, skipping the NamedTuple's Python-level __new__.
+_new_line = partial(tuple.__new__, Line)
 
 
 @dataclass(frozen=True, slots=True)

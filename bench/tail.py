@@ -3,10 +3,9 @@
     python bench/tail.py [--lines 200000] [--seconds 5] [--rate 2000]
 
 1. Throughput: lines/s through ``Tailer.poll_once`` (discovery, identity, chunked reads, line
-   splitting, Line objects) on a file of structlog-like JSON lines, against a bare
+   splitting into one Block per read) on a file of structlog-like JSON lines, against a bare
    ``for line in open(path, "rb")`` loop over the same file, in the same run (best of several
-   rounds each). Two more figures show where the time goes: splitting with offsets but no Line
-   objects, and constructing the Line objects alone.
+   rounds each). One more figure shows where the time goes: splitting with offsets alone.
 2. Latency: a writer thread appends at ``--rate`` lines/s, each line carrying its
    ``time.perf_counter()``; the async ``batches()`` loop with watchfiles events receives them;
    append-to-emitted latency p50/p99/max. The same with events off (polling) for reference.
@@ -29,7 +28,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.model import FileIdentity, FileRef, Line
 from agent.sources import SourceSpec, Tailer, TailOptions
 
 LINE = (b'{"event": "span.end", "timestamp": "2024-05-01T12:00:00.%06dZ", "level": "info", '
@@ -64,7 +62,7 @@ def through_tailer(path: Path) -> int:
     t = Tailer([SourceSpec("bench", (str(path),))], [], TailOptions(use_events=False))
     n = 0
     while True:
-        n += len(t.poll_once())
+        n += sum(len(block.data) for block in t.poll_once())
         if t.idle():
             break
     t.stop()
@@ -72,7 +70,7 @@ def through_tailer(path: Path) -> int:
 
 
 def split_only(path: Path) -> int:
-    """The reader's splitting and offset arithmetic without constructing Lines."""
+    """The reader's splitting and offset arithmetic alone (no tailer around it)."""
     fd, pos, n = os.open(path, os.O_RDONLY), 0, 0
     while data := os.pread(fd, 1 << 18, pos):
         last = data.rfind(b"\n")
@@ -84,35 +82,19 @@ def split_only(path: Path) -> int:
     return n
 
 
-def lines_only(path: Path) -> Callable[[], int]:
-    """Constructing the Line objects alone, from pre-split data (same batch sizes)."""
-    ref = FileRef("bench", str(path), FileIdentity(0, 0, "0" * 32, 1024))
-    data = path.read_bytes()
-    chunks = [data[i : i + (1 << 18)].split(b"\n") for i in range(0, len(data), 1 << 18)]
-
-    def run() -> int:
-        n = 0
-        for parts in chunks:
-            n += len(list(map(Line, repeat(ref), range(len(parts)), range(1, len(parts) + 1), parts)))
-        return n
-
-    return run
-
-
 def throughput(tmp: Path, n_lines: int, rounds: int) -> None:
     path = tmp / "big.log"
     size = make_file(path, n_lines)
     base, n0 = best_of(rounds, lambda: bare_loop(path))
     ours, n1 = best_of(rounds, lambda: through_tailer(path))
     split, _ = best_of(rounds, lambda: split_only(path))
-    build, _ = best_of(rounds, lines_only(path))
     assert n0 == n1 == n_lines, (n0, n1)
     print(f"throughput: {n_lines} lines, {size / 2**20:.1f} MiB, best of {rounds}")
     print(f"  bare `for line in open(path, 'rb')`: {n0 / base:12,.0f} lines/s  ({base * 1e3:7.1f} ms)")
     print(f"  sources stage (Tailer.poll_once)  : {n1 / ours:12,.0f} lines/s  ({ours * 1e3:7.1f} ms)")
     print(f"  ratio sources/bare                : {base / ours:.2f}   (goal >= 0.5)")
-    print(f"  where it goes: split+offsets {split * 1e3:.1f} ms, Line objects alone {build * 1e3:.1f} ms "
-          f"({build / n_lines * 1e9:.0f} ns/line), rest {max(ours - split - build, 0) * 1e3:.1f} ms")
+    print(f"  where it goes: split+offsets {split * 1e3:.1f} ms, the rest (reads, identity, blocks) "
+          f"{max(ours - split, 0) * 1e3:.1f} ms")
 
 
 class PacedWriter(threading.Thread):
@@ -146,9 +128,9 @@ async def measure_latency(tmp: Path, rate: int, seconds: float, events: bool) ->
     want = int(rate * seconds)
 
     async def consume() -> None:
-        async for lines in t.batches():
+        async for blocks in t.batches():
             now = time.perf_counter()
-            stamps = (float(x.data[7 : x.data.index(b",")]) for x in lines)
+            stamps = (float(x[7 : x.index(b",")]) for block in blocks for x in block.data)
             lat.extend(now - ts for ts in stamps if ts > 0)
             if len(lat) >= want:
                 return

@@ -19,13 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.batcher import Batch, Batcher, FlushPolicy
-from agent.model import Item, Line
+from agent.model import Block
 from agent.ops.metrics import Metrics
 from agent.runner.parsing import LineParser, reason_class
 from agent.runner.state import Shared
 from agent.sink.writer import CommitStats
 
-_YIELD_EVERY = 64
+_PART_LINES = 64  # lines parsed between two steps aside (see Pipeline.reader)
 _STOP = None
 
 
@@ -52,29 +52,37 @@ class Pipeline:
         self.lines_committed = 0
 
     async def reader(self) -> None:
-        """Parse what the tailer hands over into the batcher, handing full batches on."""
+        """Parse what the tailer hands over into the batcher, handing full batches on.
+
+        A block is parsed in parts of at most ``_PART_LINES`` lines, and never more than the
+        current batch has room for, so ``batch.max_rows`` holds exactly. After each part the
+        reader steps aside: parsing is CPU work on the loop thread, and the committer's next
+        round trip should start at once so that the database never waits.
+        """
         tailer = self.shared.tailer
         assert tailer is not None
-        parse_line, batcher = self.parser.parse_line, self.batcher
-        async for lines in tailer.batches():
-            for i, line in enumerate(lines, 1):
-                batcher.add(Item(line, parse_line(line)))
-                if batcher.full():
-                    await self.enqueue()
-                if i % _YIELD_EVERY == 0:
-                    # Parsing is CPU work on the loop thread: step aside now and then so the
-                    # committer's next round trip starts at once and the database never waits.
+        parse_block, batcher = self.parser.parse_block, self.batcher
+        async for blocks in tailer.batches():
+            for block in blocks:
+                i, n = 0, len(block.data)
+                while i < n:
+                    j = min(n, i + min(_PART_LINES, batcher.room()))
+                    part = block if i == 0 and j == n else block.part(i, j)
+                    batcher.extend(parse_block(part), sum(map(len, part.data)))
+                    if batcher.full():
+                        await self.enqueue()
                     await asyncio.sleep(0)
-            self._count_lines(lines)
+                    i = j
+            self._count_lines(blocks)
             self.update_budget()
             if self.shared.stop.is_set():
                 break
 
-    def _count_lines(self, lines: list[Line]) -> None:
+    def _count_lines(self, blocks: list[Block]) -> None:
         per_source: dict[str, int] = {}
-        for line in lines:
-            src = line.file.source
-            per_source[src] = per_source.get(src, 0) + 1
+        for block in blocks:
+            src = block.file.source
+            per_source[src] = per_source.get(src, 0) + len(block.data)
         for src, n in per_source.items():
             self.shared.metrics.lines_read.labels(src).inc(n)
 

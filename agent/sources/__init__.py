@@ -1,12 +1,12 @@
 """The sources stage: discover, identify and tail log files; the only stage that touches files.
 
-It takes committed checkpoints as input and emits complete :class:`~agent.model.Line` s with raw
-byte offsets. Modules, in the order data flows through them:
+It takes committed checkpoints as input and emits complete lines with raw byte offsets, one
+:class:`~agent.model.Block` per read of a file (not an object per line). Modules, in the order data flows through them:
 
 * :mod:`.discovery` - include/exclude globs, stat, folders to watch;
 * :mod:`.identity` - (device, inode) + fingerprint, generations, tail hashes (pure);
 * :mod:`.matching` - which checkpoint, generation or copy a newly seen inode continues;
-* :mod:`.reader` - bytes to lines: partial lines held back, oversize lines bounded (pure);
+* :mod:`.reader` - bytes to blocks of lines: partial lines held back, oversize lines bounded (pure);
 * :mod:`.tracked` / :mod:`.files` - per-file state, the descriptor budget, acks;
 * :mod:`.rotation` / :mod:`.startup` - rename, copytruncate, delete, rewrite; what left the
   globs while the agent was down;
@@ -41,7 +41,7 @@ Policies (each module's docstring says why):
   ``rotate_grace_s`` (without growth) waiting for the original's truncation; after that it is an
   ordinary file and is read from 0.
 * **Nothing silently dropped.** Bytes that can no longer be read are reported with their count
-  (``rotation.unread_outside_globs``); oversize lines come out as ``oversize`` Lines.
+  (``rotation.unread_outside_globs``); oversize lines come out as ``oversize`` blocks.
 """
 
 from agent.sources.identity import REWRITTEN, UNKNOWN, fingerprint, tail_hash

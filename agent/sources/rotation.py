@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from agent.model import FileIdentity, FileRef, Line
+from agent.model import Block, FileIdentity, FileRef
 from agent.sources.discovery import Found, Globs, siblings
 from agent.sources.files import Emit, FileSet
 from agent.sources.handles import current_path, read_before, read_head
@@ -52,7 +52,7 @@ class Rotation:
         self.emit = emit
         self.grace_s = grace_s
 
-    def vanished(self, t: Tracked, found: dict[DevIno, Found], now: float) -> list[Line]:
+    def vanished(self, t: Tracked, found: dict[DevIno, Found], now: float) -> list[Block]:
         """No globbed path leads to ``t`` any more: drain it through a descriptor if we can."""
         if t.fd is None and not self._find_moved(t):
             return self._lost(t)
@@ -71,9 +71,9 @@ class Rotation:
                                  "unread_bytes": t.unread, "draining": True})
         return []
 
-    def settle(self, now: float) -> list[Line]:
+    def settle(self, now: float) -> list[Block]:
         """Release the held-back tails of rotated files quiet for the grace period."""
-        out: list[Line] = []
+        out: list[Block] = []
         for t in self.files:
             if not t.rotated or t.fd is None or t.pos < t.size or now - t.last_growth < self.grace_s:
                 continue
@@ -86,9 +86,9 @@ class Rotation:
                 self.files.retire(t)
         return out
 
-    def replace(self, t: Tracked, reason: str, found: dict[DevIno, Found] | None, now: float) -> list[Line]:
+    def replace(self, t: Tracked, reason: str, found: dict[DevIno, Found] | None, now: float) -> list[Block]:
         """``t`` was rewritten in place: continue in its copy if there is one, then retire it."""
-        out: list[Line] = []
+        out: list[Block] = []
         copy = self._find_copy(t, self.globs.scan() if found is None else found)
         if copy is not None:
             out += self._continue_in(t, copy, now)
@@ -129,11 +129,11 @@ class Rotation:
             del self.files.waiting[devino]
             self.files.add(t)
 
-    def _continue_in(self, t: Tracked, copy: Copy, now: float) -> list[Line]:
+    def _continue_in(self, t: Tracked, copy: Copy, now: float) -> list[Block]:
         st = copy.st
         ident = FileIdentity(st.st_dev, st.st_ino, t.ref.identity.fingerprint, t.ref.identity.fingerprint_len)
         ref = FileRef(t.ref.source, t.ref.path, ident)
-        out: list[Line] = []
+        out: list[Block] = []
         if copy.full:
             split, tail = t.split.moved_to(ref), t.tail
         else:  # we read bytes the copy never got (written between copy and truncate)
@@ -182,7 +182,7 @@ class Rotation:
                 return self.files.reopen(t) is True
         return False
 
-    def _lost(self, t: Tracked) -> list[Line]:
+    def _lost(self, t: Tracked) -> list[Block]:
         line = t.release()
         if t.unread or line is not None:
             self.emit("rotation.unread_outside_globs", {"path": t.ref.path, "key": t.ref.identity.key,

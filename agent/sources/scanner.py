@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from agent.model import Checkpoint, Line
+from agent.model import Block, Checkpoint
 from agent.sources.discovery import DevIno, Found, Globs
 from agent.sources.files import Emit, FileSet
 from agent.sources.handles import read_head
@@ -40,12 +40,12 @@ class Scanner:
         self.scanned = False
         self._turn = 0
 
-    def rescan(self, now: float) -> list[Line]:
+    def rescan(self, now: float) -> list[Block]:
         """Match the globs against what we track; pick up new inodes."""
         found = self.globs.scan()
         self.found = found
         self._report_refused()
-        out: list[Line] = []
+        out: list[Block] = []
         for t in self.files:
             f = found.get(t.devino)
             out += self._seen(t, f, found, now) if f is not None else self.rotation.vanished(t, found, now)
@@ -72,7 +72,7 @@ class Scanner:
                                                 "reason": exc.reason, "policy": self.globs.policy.mode})
         self.reported_links = now
 
-    def _seen(self, t: Tracked, f: Found, found: dict[DevIno, Found], now: float) -> list[Line]:
+    def _seen(self, t: Tracked, f: Found, found: dict[DevIno, Found], now: float) -> list[Block]:
         home = t.ref.path
         t.gone = False
         t.path = home if home in f.paths else f.path
@@ -110,10 +110,10 @@ class Scanner:
         self.files.add(t)
         self.matcher.note_head(t)
 
-    def read_all(self, now: float) -> tuple[list[Line], bool]:
+    def read_all(self, now: float) -> tuple[list[Block], bool]:
         """Read every file that may have grown; return the lines and whether any file turned
         out rewritten (the caller rescans at once so the new generation is read too)."""
-        out: list[Line] = []
+        out: list[Block] = []
         rewritten = False
         budget = self.opt.max_read_per_poll
         for t in self._round_robin():
@@ -133,7 +133,7 @@ class Scanner:
                 rewritten = True
         return out, rewritten
 
-    def _read_one(self, t: Tracked, budget: int, now: float, out: list[Line]) -> str:
+    def _read_one(self, t: Tracked, budget: int, now: float, out: list[Block]) -> str:
         state = self._reopen(t, now) if t.fd is None else "open"
         if state != "open":
             return state
@@ -160,7 +160,7 @@ class Scanner:
         self._turn = (self._turn + 1) % len(files)
         return files[self._turn :] + files[: self._turn]
 
-    def settle(self, now: float) -> list[Line]:
+    def settle(self, now: float) -> list[Block]:
         return self.rotation.settle(now)
 
     def idle(self) -> bool:

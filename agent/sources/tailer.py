@@ -1,4 +1,4 @@
-"""The tailing engine as the runner sees it: committed checkpoints in, complete Lines out.
+"""The tailing engine as the runner sees it: committed checkpoints in, blocks of complete lines out.
 
 :meth:`Tailer.poll_once` is one synchronous scan + read step (tests drive it directly);
 :meth:`Tailer.batches` loops it under asyncio, sleeping until a filesystem event, the read
@@ -34,7 +34,7 @@ from typing import Any
 
 from watchfiles import Change
 
-from agent.model import Checkpoint, FileRef, Line
+from agent.model import Block, Checkpoint, FileRef
 from agent.sources.discovery import Globs
 from agent.sources.files import FileSet
 from agent.sources.handles import Opener, default_open, open_regular, read_before, read_head
@@ -76,17 +76,17 @@ class Tailer:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- the synchronous step -------------------------------------------------------------
-    def poll_once(self) -> list[Line]:
+    def poll_once(self) -> list[Block]:
         """Rescan, read everything that grew (within the byte budget), settle rotations."""
         return self._step(rescan=True)
 
-    def _step(self, rescan: bool) -> list[Line]:
+    def _step(self, rescan: bool) -> list[Block]:
         if self._stopped or self._paused:
             return []
         now = self._clock()
         scanner = self._scanner
         scanner.backlog = False
-        out: list[Line] = []
+        out: list[Block] = []
         for _ in range(3):  # a rewrite seen while reading is rescanned at once
             if rescan:
                 out += scanner.rescan(now)
@@ -101,8 +101,8 @@ class Tailer:
         return out
 
     # ---- the asynchronous loop ------------------------------------------------------------
-    async def batches(self) -> AsyncIterator[list[Line]]:
-        """Yield non-empty lists of complete Lines (file order within each file) until stop()."""
+    async def batches(self) -> AsyncIterator[list[Block]]:
+        """Yield non-empty lists of Blocks (file order within each file) until stop()."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         watcher = Watcher(self.options.debounce_ms, self._on_changes, self._emit) if self.options.use_events else None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-from agent.model import FileRef, Line
+from agent.model import Block, FileRef
 from agent.sources.handles import close_quietly, read_before
 from agent.sources.identity import FINGERPRINT_BYTES, TAIL_BYTES
 from agent.sources.reader import LineSplitter
@@ -67,7 +67,7 @@ class Tracked:
         """Bytes known to exist past the read offset (from the last stat)."""
         return max(self.size - self.split.pos, 0)
 
-    def read(self, budget: int, chunk: int, now: float) -> tuple[list[Line], bool]:
+    def read(self, budget: int, chunk: int, now: float) -> tuple[list[Block], bool]:
         """Read up to ``budget`` new bytes; return the completed lines and whether the file
         turned out to be rewritten (shrunk below, or different bytes before, the read offset)."""
         assert self.fd is not None
@@ -75,7 +75,7 @@ class Tracked:
         self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
         if st.st_size < self.split.pos:
             return [], True
-        lines: list[Line] = []
+        lines: list[Block] = []
         start = self.split.pos
         while budget > 0:
             want = min(chunk, budget)
@@ -106,7 +106,7 @@ class Tracked:
         except OSError:
             return False
 
-    def release(self) -> Line | None:
+    def release(self) -> Block | None:
         """Emit the held-back partial line: its writer is gone (see module docstring)."""
         line = self.split.release()
         if line is not None:

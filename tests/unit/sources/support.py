@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from agent.model import Checkpoint, Line
+from agent.model import Block, Checkpoint, Line
 from agent.sources import SourceSpec, Tailer, TailOptions
 
 _numbers = itertools.count()
@@ -67,7 +67,8 @@ class Sink:
         self.lines: list[Line] = []
         self.checkpoints: dict[str, Checkpoint] = {}
 
-    def take(self, tailer: Tailer, lines: Sequence[Line]) -> list[Line]:
+    def take(self, tailer: Tailer, blocks: Sequence[Block]) -> list[Line]:
+        lines = lines_of(blocks)
         self.lines += lines
         last: dict[str, Line] = {}
         for line in lines:
@@ -97,6 +98,11 @@ class Sink:
 
     def data(self) -> Counter[bytes]:
         return Counter(line.data for line in self.lines)
+
+
+def lines_of(blocks: Iterable[Block]) -> list[Line]:
+    """The lines of what a tailer handed over, one by one."""
+    return [line for block in blocks for line in block.lines()]
 
 
 def spec(*patterns: Path | str, name: str = "app", **kw: object) -> SourceSpec:

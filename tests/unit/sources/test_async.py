@@ -10,11 +10,12 @@ from pathlib import Path
 from agent.model import Line
 from agent.sources import Tailer, TailOptions
 
-from .support import Writer, spec
+from .support import Writer, lines_of, spec
 
 
 async def collect(t: Tailer, want: int, out: list[Line]) -> None:
-    async for lines in t.batches():
+    async for blocks in t.batches():
+        lines = lines_of(blocks)
         out += lines
         for line in lines:
             t.ack(line.file, line.end)

@@ -1,4 +1,7 @@
-"""LineSplitter: offsets, partial lines, CR/BOM stripping, oversize lines with bounded memory."""
+"""LineSplitter: offsets, partial lines, CR/BOM stripping, oversize lines with bounded memory.
+
+Most tests look at the lines a splitter hands over one by one (:meth:`Block.lines`); the block
+tests check that a run of lines comes out as one block with exact bounds."""
 
 from __future__ import annotations
 
@@ -7,17 +10,29 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.model import NUL_RUN, FileIdentity, FileRef, Line
+from agent.model import NUL_RUN, Block, FileIdentity, FileRef, Line
 from agent.sources.reader import BOM, LineSplitter
 
 REF = FileRef("s", "/x.log", FileIdentity(1, 2, "f" * 32, 10))
+
+
+def feed(s: LineSplitter, data: bytes) -> list[Line]:
+    return [line for block in s.feed(data) for line in block.lines()]
+
+
+def release(s: LineSplitter) -> Line | None:
+    block = s.release()
+    if block is None:
+        return None
+    (line,) = block.lines()
+    return line
 
 
 def split(*chunks: bytes, max_line: int = 1 << 20, prefix: int = 16, pos: int = 0) -> tuple[list[Line], LineSplitter]:
     s = LineSplitter(REF, pos, max_line, prefix)
     out: list[Line] = []
     for c in chunks:
-        out += s.feed(c)
+        out += feed(s, c)
     return out, s
 
 
@@ -31,9 +46,29 @@ def test_partial_line_is_held_until_its_newline() -> None:
     lines, s = split(b"one\ntw", b"o", b"\nthree")
     assert [(x.start, x.end, x.data) for x in lines] == [(0, 4, b"one"), (4, 8, b"two")]
     assert s.has_partial and s.start == 8
-    released = s.release()
+    released = release(s)
     assert released == Line(REF, 8, 13, b"three")
-    assert s.release() is None
+    assert release(s) is None
+
+
+def test_a_run_of_lines_is_one_block_with_exact_bounds() -> None:
+    s = LineSplitter(REF, 0, 1 << 20, 16)
+    assert s.feed(b"ab\r\ncde\nf") == [Block(REF, [0, 4, 8], [b"ab", b"cde"])]
+    assert s.feed(b"g\nh\n") == [Block(REF, [8, 11], [b"fg"]), Block(REF, [11, 13], [b"h"])]
+    assert s.feed(b"") == [] and s.feed(b"i") == []
+
+
+def test_oversize_lines_cut_a_run_into_blocks() -> None:
+    s = LineSplitter(REF, 0, 4, 2)
+    assert s.feed(b"a\nb\nxxxxxx\nc\n") == [
+        Block(REF, [0, 2, 4], [b"a", b"b"]), Block(REF, [4, 11], [b"xx"], True), Block(REF, [11, 13], [b"c"])]
+
+
+def test_block_part_keeps_the_bounds_of_its_lines() -> None:
+    block = Block(REF, [10, 12, 15, 19], [b"a", b"bb", b"ccc"])
+    assert block.part(1, 3) == Block(REF, [12, 15, 19], [b"bb", b"ccc"])
+    assert block.part(0, 1).lines() == [Line(REF, 10, 12, b"a")]
+    assert (block.start, block.end) == (10, 19)
 
 
 def test_crlf_and_bom_at_offset_zero_only() -> None:
@@ -61,11 +96,11 @@ def test_oversize_line_within_one_chunk() -> None:
 
 def test_oversize_line_across_chunks_keeps_only_a_prefix() -> None:
     s = LineSplitter(REF, 0, 1000, 10)
-    assert s.feed(b"ok\n" + b"y" * 600) == [Line(REF, 0, 3, b"ok")]
+    assert feed(s, b"ok\n" + b"y" * 600) == [Line(REF, 0, 3, b"ok")]
     for _ in range(100):
-        assert s.feed(b"y" * 600) == []
+        assert feed(s, b"y" * 600) == []
         assert len(s.pending) <= 10
-    lines = s.feed(b"yy\nnext\n")
+    lines = feed(s, b"yy\nnext\n")
     assert lines == [Line(REF, 3, 3 + 600 * 101 + 3, b"y" * 10, True), Line(REF, 60606, 60611, b"next")]
 
 
@@ -77,9 +112,9 @@ def test_line_of_exactly_max_bytes_is_not_oversize() -> None:
 def test_release_of_an_endless_line_is_oversize_and_bounded() -> None:
     s = LineSplitter(REF, 0, 100, 5)
     for _ in range(50):
-        s.feed(b"q" * 99)
+        feed(s, b"q" * 99)
     assert len(s.pending) == 5
-    assert s.release() == Line(REF, 0, 4950, b"qqqqq", True)
+    assert release(s) == Line(REF, 0, 4950, b"qqqqq", True)
 
 
 def test_random_chunking_gives_the_same_lines() -> None:
@@ -97,10 +132,10 @@ def test_random_chunking_gives_the_same_lines() -> None:
 
 def test_moved_to_continues_the_partial_in_another_file() -> None:
     s = LineSplitter(REF, 0, 100, 10)
-    s.feed(b"a\npart")
+    feed(s, b"a\npart")
     other_ref = FileRef("s", "/x.log", FileIdentity(1, 3, "f" * 32, 10))
     other = s.moved_to(other_ref)
-    assert other.feed(b"ial\n") == [Line(other_ref, 2, 10, b"partial")]
+    assert feed(other, b"ial\n") == [Line(other_ref, 2, 10, b"partial")]
 
 
 # ---- NUL runs (issue 10): not part of any line, one marker Line per run ----------------------
@@ -129,16 +164,16 @@ def test_trailing_nul_run_is_held_and_released_as_a_run() -> None:
     lines, s = split(b"a\n\0\0\0")
     assert _shape(lines) == [(0, 2, b"a", False)]
     assert s.has_partial
-    released = s.release()
+    released = release(s)
     assert released is not None and _shape([released]) == [(2, 5, NUL_RUN, True)]
-    assert s.release() is None
+    assert release(s) is None
 
 
 def test_nul_run_state_moves_with_a_copy() -> None:
     s = LineSplitter(REF, 0, 100, 10)
-    s.feed(b"\0\0")
+    feed(s, b"\0\0")
     other = s.moved_to(REF)
-    assert _shape(other.feed(b"\0x\n")) == [(0, 3, NUL_RUN, True), (3, 5, b"x", False)]
+    assert _shape(feed(other, b"\0x\n")) == [(0, 3, NUL_RUN, True), (3, 5, b"x", False)]
 
 
 @given(st.lists(st.sampled_from([b"\0", b"\0" * 7, b"ab", b"\n", b"{}\n", b"\r\n"]), max_size=40),
@@ -150,8 +185,8 @@ def test_nul_splitting_does_not_depend_on_chunking(pieces: list[bytes], cuts: li
     chunks = [data[a:b] for a, b in zip([0, *bounds], [*bounds, len(data)], strict=True)]
     parts, ps = split(*chunks)
     assert parts == whole
-    tail = [x for x in (ws.release(),) if x is not None]
-    assert [x for x in (ps.release(),) if x is not None] == tail
+    tail = [x for x in (release(ws),) if x is not None]
+    assert [x for x in (release(ps),) if x is not None] == tail
     covered = whole + tail
     # every byte is in exactly one Line, in order, and no Line but a run marker holds a NUL
     assert [x.start for x in covered] == [0, *[x.end for x in covered]][: len(covered)]

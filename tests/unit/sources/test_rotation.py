@@ -15,7 +15,7 @@ from agent.model import Checkpoint
 from agent.sources import Tailer, TailOptions
 from agent.sources.identity import identify
 
-from .support import Clock, Sink, Writer, spec, tailer
+from .support import Clock, Sink, Writer, lines_of, spec, tailer
 
 Events = list[tuple[str, dict[str, object]]]
 
@@ -344,7 +344,7 @@ def test_tail_hash_of_a_truncated_file_comes_from_its_copy(tmp_path: Path) -> No
     w = Writer(log)
     lines_before = w.lines(3)
     t = tailer([tmp_path / "app.log*"])
-    got = t.poll_once()
+    got = lines_of(t.poll_once())
     original = log.read_bytes()
     mid = got[1]
     shutil.copyfile(log, tmp_path / "app.log.1")
@@ -358,7 +358,7 @@ def test_tail_hash_of_a_truncated_file_comes_from_its_copy(tmp_path: Path) -> No
     pw = Writer(plain)
     pw.lines(3)
     t2 = tailer([plain])
-    got2 = t2.poll_once()
+    got2 = lines_of(t2.poll_once())
     os.truncate(plain, 0)
     pw.lines(1)
     t2.poll_once()

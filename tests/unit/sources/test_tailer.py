@@ -13,7 +13,7 @@ from pathlib import Path
 
 from agent.sources import Tailer, TailOptions
 
-from .support import Clock, Sink, Writer, spec, tailer
+from .support import Clock, Sink, Writer, lines_of, spec, tailer
 
 
 def test_forty_byte_file(tmp_path: Path) -> None:
@@ -294,10 +294,10 @@ def test_status_and_idle(tmp_path: Path) -> None:
     w.lines(3)
     t = tailer([log], read_chunk=16, max_read_per_poll=40)
     assert not t.idle()
-    lines = t.poll_once()
+    lines = lines_of(t.poll_once())
     assert not t.idle()
     while not t.idle():
-        lines += t.poll_once()
+        lines += lines_of(t.poll_once())
     (status,) = t.files()
     assert status.read_offset == status.size == log.stat().st_size and status.acked_offset == 0
     t.ack(lines[-1].file, lines[-1].end)
