@@ -13,6 +13,7 @@ either way: whatever was not committed is read again on the next start.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 from collections.abc import Callable
@@ -32,6 +33,13 @@ from agent.sink.sink import Sink
 from agent.sources import SourceSpec, Tailer, TailOptions
 
 _BACKGROUND_GRACE_S = 2.0  # for background loops to see the stop event and end
+# Container allocations between two young-generation collections (CPython's default is 700).
+# The pipe keeps thousands of lines in flight (parsed items waiting for their commit), and they
+# all survive into the older generations, which the default threshold walks again and again:
+# about a tenth of the agent's CPU on the mixed bench file (measured against the collector off),
+# and no more than with it off at this value. Garbage cycles are rare here (everything per line
+# is freed by reference counting), so the larger threshold costs no memory to speak of.
+_GC_YOUNG_THRESHOLD = 100_000
 _WATCHDOG_SLACK_S = 15.0  # beyond the drain's timeout: final report, HTTP and connection close
 
 
@@ -126,6 +134,7 @@ class Runner:
         self.log.info("agent.ready", checkpoints=len(checkpoints))
         if on_ready is not None:
             on_ready()
+        _settle_gc()
         committer = asyncio.create_task(pipeline.committer(), name="committer")
         ticker = asyncio.create_task(pipeline.ticker(), name="ticker")
         reader = asyncio.create_task(pipeline.reader(), name="reader")
@@ -184,6 +193,16 @@ class Runner:
         await self.sink.close()
         if self._watchdog is not None:
             self._watchdog.cancel()
+
+
+def _settle_gc() -> None:
+    """Before the pipe starts: what startup built lives as long as the process, so it moves out
+    of the collector's way (``gc.freeze``), and collections of the young generation get rarer
+    (see ``_GC_YOUNG_THRESHOLD``)."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def make_tailer(settings: Settings, checkpoints: list[Checkpoint],
