@@ -97,25 +97,27 @@ class LineSplitter:
         return line
 
     def _feed(self, data: bytes) -> list[Block]:
+        """The fast path: one ``split`` of the whole chunk (no copy of its complete lines)."""
         out: list[Block] = []
         base = self.pos
         self.pos += len(data)
-        i = 0
-        if self.start < base:  # continue the held-back line
-            nl = data.find(b"\n")
-            if nl < 0:
-                self._hold(data)
-                return out
-            self._hold(data[:nl])
-            out.append(self._finish(base + nl + 1))
-            i = nl + 1
-        last = data.rfind(b"\n", i)
-        if last >= 0:
-            self._run(out, data[i:last], base + i)
-            i = last + 1
-        self.start = base + i
-        if i < len(data):
-            self._hold(data[i:])
+        parts = data.split(b"\n")
+        held = parts.pop()  # the bytes after the last newline: the next partial line
+        if not parts:  # no newline: all of it belongs to the held-back line
+            self._hold(held)
+            return out
+        start = base
+        if self.start < base:  # the first part ends the held-back line
+            first = parts[0]
+            self._hold(first)
+            start += len(first) + 1
+            out.append(self._finish(start))
+            del parts[0]
+        if parts:
+            self._run(out, parts, start, self.pos - len(held) - 1 - start, b"\r" in data)
+        self.start = self.pos - len(held)
+        if held:
+            self._hold(held)
         return out
 
     def release(self) -> Block | None:
@@ -124,15 +126,14 @@ class LineSplitter:
             return None
         return self._end_nul() if self.in_nul else self._finish(self.pos)
 
-    def _run(self, out: list[Block], body: bytes, start: int) -> None:
-        """Append the lines of ``body`` (complete lines joined by ``\\n``, last one unterminated)
-        as one block."""
-        parts = body.split(b"\n")
-        if len(body) > self.max_line and max(map(len, parts)) > self.max_line:
+    def _run(self, out: list[Block], parts: list[bytes], start: int, size: int, cr: bool) -> None:
+        """Append ``parts``, complete lines starting at ``start`` and ``size`` bytes long in all
+        (without the last newline), as one block; ``cr``: some part may end in ``\\r``."""
+        if size > self.max_line and max(map(len, parts)) > self.max_line:
             self._run_checked(out, parts, start)
             return
         bounds = list(accumulate(map(add, map(len, parts), repeat(1)), initial=start))
-        if b"\r" in body:
+        if cr:
             parts = [p[:-1] if p[-1:] == b"\r" else p for p in parts]
         if start == 0 and parts[0][:3] == BOM:
             parts[0] = parts[0][3:]
