@@ -86,6 +86,17 @@ async def fresh_db(admin: str, name: str) -> str:
     return dsn
 
 
+async def drop_db(admin: str, name: str) -> None:
+    """Drop a database once measured: on TimescaleDB, a database left behind keeps its
+    compression policy compressing chunks (of last month's bench timestamps) on a core the
+    next measurement needs."""
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 def write_file(path: Path, n: int) -> int:
     with path.open("wb") as fh:
         for start in range(0, n, 10_000):
@@ -247,13 +258,16 @@ def throughput(admin: str, tmp: Path, n: int) -> dict[str, Any]:
     logs.mkdir()
     dsn = asyncio.run(fresh_db(admin, DB_PREFIX + "_empty"))
     empty = run_agent(config(tmp, dsn, logs))
+    asyncio.run(drop_db(admin, DB_PREFIX + "_empty"))
     size = write_mixed_files(logs, n)
     dsn = asyncio.run(fresh_db(admin, DB_PREFIX + "_agent"))
     agent = run_agent(config(tmp, dsn, logs))
     got, want = asyncio.run(count_all(dsn)), expected_rows(n)
     assert got == want, f"the agent wrote {got} rows, expected {want}"
+    asyncio.run(drop_db(admin, DB_PREFIX + "_agent"))
     files = [(logs / "app.log", "record_type"), (logs / "other.log", CUSTOM_KEY)]
     plain = asyncio.run(plain_loop(asyncio.run(fresh_db(admin, DB_PREFIX + "_plain")), files))
+    asyncio.run(drop_db(admin, DB_PREFIX + "_plain"))
     agent_s = agent["wall"] - empty["wall"]
     return {
         "lines": n, "file_mb": round(size / 2**20, 1), "rows": got, "plain_loop_rows": int(plain["rows"]),
@@ -323,6 +337,7 @@ def latency(admin: str, tmp: Path, rate: int, seconds: float) -> dict[str, Any]:
     proc.terminate()
     proc.wait(timeout=30)
     lat = asyncio.run(latencies(dsn))
+    asyncio.run(drop_db(admin, DB_PREFIX + "_latency"))
 
     def pct(p: float) -> float:
         return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 1)
@@ -339,6 +354,7 @@ def backlog(admin: str, tmp: Path, mb: int) -> dict[str, Any]:
     size = write_file(logs / "app.log", n)
     dsn = asyncio.run(fresh_db(admin, DB_PREFIX + "_backlog"))
     res = run_agent(config(tmp, dsn, logs))
+    asyncio.run(drop_db(admin, DB_PREFIX + "_backlog"))
     return {"backlog_mb": round(size / 2**20), "lines": n, "drain_s": round(res["wall"], 1),
             "lines_per_s": round(n / res["wall"]), "peak_rss_mb": round(res["peak_rss"] / 2**20, 1)}
 
