@@ -43,11 +43,15 @@ class Batch:
 
     The offsets a batch commits are derived by the sink from its items, after it has dropped the
     lines another agent already committed, so the batch keeps no per-file marks of its own.
+    ``tables`` is what the items write, built when the batch is taken: by the reader, while the
+    committer (the pipe's one serial path, which the database waits on) is busy with the batch
+    before; the sink uses it when it drops no line.
     """
 
     items: list[Item] = field(default_factory=list)
     nbytes: int = 0
     created: float = field(default_factory=time.monotonic)
+    tables: Tables | None = None
 
     def extend(self, items: list[Item], data_bytes: int) -> None:
         """Append ``items``, whose lines hold ``data_bytes`` (the caller has that sum at hand)."""
@@ -99,7 +103,9 @@ class Batcher:
         return self.full() or now - self.current.created >= self.policy.max_age_s
 
     def take(self) -> Batch:
+        """The current batch, with its tables built; a new one becomes current."""
         batch, self.current = self.current, Batch()
+        batch.tables = build_tables(batch.items)
         return batch
 
 

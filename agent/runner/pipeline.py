@@ -107,7 +107,7 @@ class Pipeline:
                 return
             self.shared.state.committing = True
             t0 = time.perf_counter()
-            stats = await self.shared.sink.commit(batch.items)
+            stats = await self.shared.sink.commit(batch.items, batch.tables)
             self._after_commit(batch, stats, time.perf_counter() - t0)
             self.shared.state.committing = False
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from agent.batcher import Tables
 from agent.config import Settings, mask_dsn
 from agent.errors import DataError, RetryableError, SinkError, StallError
 from agent.model import Checkpoint, FileIdentity, FileRef, Item
@@ -105,12 +106,13 @@ class Sink:
         self.health.last_error = None
         self.health.last_commit = time.time()
 
-    async def commit(self, items: Sequence[Item]) -> CommitStats:
-        """Commit ``items`` exactly once, retrying for as long as it takes."""
+    async def commit(self, items: Sequence[Item], tables: Tables | None = None) -> CommitStats:
+        """Commit ``items`` (whose ``tables`` the caller may have built) exactly once, retrying for
+        as long as it takes."""
         while True:
             try:
                 writer = await self._connection()
-                stats = await writer.commit(items)
+                stats = await writer.commit(items, tables=tables)
             except (RetryableError, StallError) as err:
                 await self._failed(err)
                 continue

@@ -102,8 +102,13 @@ class Writer:
         self._commits = 0
         self._kill_after = int(os.environ.get(KILL_AFTER_COMMITS_ENV, "0") or 0)
 
-    async def commit(self, items: Sequence[Item], known_bad: DataError | None = None) -> CommitStats:
+    async def commit(
+        self, items: Sequence[Item], known_bad: DataError | None = None, tables: Tables | None = None
+    ) -> CommitStats:
         """Commit ``items``; split on data errors until the poison rows are dead letters.
+
+        ``tables`` is what ``items`` write, if the caller built it already (see
+        :class:`agent.batcher.Batch`); it serves the first attempt, while no line is dropped.
 
         ``known_bad`` is the error of a failed parent attempt whose other half committed: this
         part probably holds the failing row, so a part of several lines is split without being
@@ -114,7 +119,7 @@ class Writer:
         stats = CommitStats()
         if known_bad is None or len(items) == 1:
             try:
-                return await self._commit_once(items)
+                return await self._commit_once(items, tables)
             except DataError as exc:
                 known_bad = exc
                 stats.attempts += 1
@@ -134,7 +139,7 @@ class Writer:
         reason = f"{DB_REFUSAL}{exc}"
         return await self._commit_once([Item(item.line, DeadLetter(reason=reason, field=None))])
 
-    async def _commit_once(self, items: Sequence[Item]) -> CommitStats:
+    async def _commit_once(self, items: Sequence[Item], tables: Tables | None = None) -> CommitStats:
         """One batch in one transaction; retried at once after a key conflict or a checkpoint race.
 
         Plain rows are COPYed optimistically without a savepoint (a savepoint costs two round
@@ -147,7 +152,7 @@ class Writer:
         while True:
             attempts += 1
             try:
-                stats = await self._transaction(items, upsert)
+                stats = await self._transaction(items, upsert, tables)
             except KeyConflict as exc:
                 upsert.add(exc.table)
                 continue
@@ -161,12 +166,12 @@ class Writer:
             self._after_commit()
             return stats
 
-    async def _transaction(self, items: Sequence[Item], upsert: set[str]) -> CommitStats:
+    async def _transaction(self, items: Sequence[Item], upsert: set[str], built: Tables | None) -> CommitStats:
         stats = CommitStats()
         async with self.conn.transaction():
             await self.conn.execute(self._set_timeout)
             kept, expected = await self._lock_and_filter(items, stats)
-            tables = build_tables(kept)
+            tables = built if built is not None and len(kept) == len(items) else build_tables(kept)
             await self._write_tables(tables, stats, upsert)
             await self._write_dead_letters(tables)
             await self._write_checkpoints(kept, expected, stats)
