@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from agent import contract
+from agent.batcher import build_tables
 from agent.config import Settings
 from agent.model import DeadLetter
 from agent.sink.sink import Sink
@@ -154,6 +155,30 @@ async def test_two_writers_on_one_file_never_duplicate(dsn: str, conn: asyncpg.C
         await b.close()
     assert await span_seqs(conn) == list(range(3000))
     assert await checkpoint(conn, fa.file.identity.key) == fa.offset
+
+
+async def test_prebuilt_tables_serve_only_while_no_line_is_dropped(dsn: str, conn: asyncpg.Connection) -> None:
+    """The reader builds a batch's tables ahead (Batch.tables); when another agent committed the
+    batch's first lines meanwhile, the writer writes only the rest, not the prebuilt tables."""
+    other = await asyncpg.connect(dsn)
+    try:
+        fw = FileWriter()
+        items = spans(fw, range(100))
+        await Writer(other, "agent-b", fake_hash).commit(items[:40])
+        mine = Writer(await asyncpg.connect(dsn), "agent-a", fake_hash)
+        try:
+            stats = await mine.commit(items, tables=build_tables(items))
+        finally:
+            await mine.conn.close()
+    finally:
+        await other.close()
+    assert (stats.skipped_lines, stats.rows) == (40, {"spans": 60})
+    assert await span_seqs(conn) == list(range(100))
+    assert await checkpoint(conn, fw.file.identity.key) == fw.offset
+    fresh = FileWriter(file_ref("other.log", ino=2))  # a file nobody committed: every line stays
+    more = spans(fresh, range(100, 110))
+    stats = await Writer(conn, "agent-a", fake_hash).commit(more, tables=build_tables(more))
+    assert (stats.skipped_lines, stats.rows) == (0, {"spans": 10})
 
 
 RETRY_TRIGGER = """
