@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
@@ -74,8 +75,9 @@ async def dsn(empty_dsn: str) -> str:
     conn = await asyncpg.connect(empty_dsn)
     try:
         await conn.execute("SET client_min_messages = warning")
-        await conn.execute(SCHEMA_SQL)
-        await pause_policies(conn)
+        async with conn.transaction():  # the job scheduler sees the policies only once unscheduled
+            await conn.execute(SCHEMA_SQL)
+            await pause_policies(conn)
     finally:
         await conn.close()
     return empty_dsn
@@ -87,13 +89,34 @@ async def pause_policies(conn: asyncpg.Connection) -> None:
     Tests write fixed timestamps (many from 2024, far outside the 90-day retention), and the
     background scheduler would drop those chunks at a moment of its choosing. Tests that are about
     the policies run them when they choose, with ``CALL run_job(id)``; the agent re-applying the
-    schema keeps a paused job paused (``if_not_exists``).
+    schema keeps a paused job paused (``if_not_exists``). Run in the transaction that creates the
+    schema, no job ever starts; run after it, a job may already be running, and is ended.
     """
     if await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"):
         await conn.execute(
             "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs "
             "WHERE hypertable_schema = 'observability'"
         )
+        await _end_running_jobs(conn)
+
+
+_RUNNING_JOBS = """
+SELECT pid FROM pg_stat_activity
+WHERE datname = current_database() AND backend_type LIKE '% Policy [%]' AND pid <> pg_backend_pid()
+"""
+
+
+async def _end_running_jobs(conn: asyncpg.Connection) -> None:
+    """Unscheduling does not stop a job the scheduler started in the moment after the schema
+    created it. Such a job (a retention job dropping an old chunk) deadlocked with a test's
+    INSERT in CI, so it is terminated, and the test starts once it is gone."""
+    for _ in range(200):
+        pids = [r["pid"] for r in await conn.fetch(_RUNNING_JOBS)]
+        if not pids:
+            return
+        await conn.execute("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", pids)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"TimescaleDB jobs still running in the test database: {pids}")
 
 
 async def _connection(dsn: str) -> AsyncIterator[asyncpg.Connection]:
