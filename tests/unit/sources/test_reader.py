@@ -13,18 +13,20 @@ from hypothesis import strategies as st
 from agent.model import NUL_RUN, Block, FileIdentity, FileRef, Line
 from agent.sources.reader import BOM, LineSplitter
 
+from .support import lines_of
+
 REF = FileRef("s", "/x.log", FileIdentity(1, 2, "f" * 32, 10))
 
 
 def feed(s: LineSplitter, data: bytes) -> list[Line]:
-    return [line for block in s.feed(data) for line in block.lines()]
+    return lines_of(s.feed(data))
 
 
 def release(s: LineSplitter) -> Line | None:
     block = s.release()
     if block is None:
         return None
-    (line,) = block.lines()
+    (line,) = block.lines()  # a released partial is one line
     return line
 
 
