@@ -51,7 +51,7 @@ from agent.config import SchemaSettings  # noqa: E402
 from agent.sink.schema import apply_schema  # noqa: E402
 from agent.sink.status import recreate_database  # noqa: E402
 from tests.mixed import CUSTOM_KEY, mixed, write_mixed  # noqa: E402
-from tests.pgserver import admin_dsn, replace_database  # noqa: E402
+from tests.pgserver import admin_dsn, drop_database, replace_database  # noqa: E402
 
 BATCH = 5000
 AGENT_ROOT = ROOT  # --agent-root: run another checkout's agent (a before/after comparison)
@@ -84,17 +84,6 @@ async def fresh_db(admin: str, name: str) -> str:
     finally:
         await conn.close()
     return dsn
-
-
-async def drop_db(admin: str, name: str) -> None:
-    """Drop a database once measured: on TimescaleDB, a database left behind keeps its
-    compression policy compressing chunks (of last month's bench timestamps) on a core the
-    next measurement needs."""
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 def write_file(path: Path, n: int) -> int:
@@ -258,16 +247,16 @@ def throughput(admin: str, tmp: Path, n: int) -> dict[str, Any]:
     logs.mkdir()
     dsn = asyncio.run(fresh_db(admin, DB_PREFIX + "_empty"))
     empty = run_agent(config(tmp, dsn, logs))
-    asyncio.run(drop_db(admin, DB_PREFIX + "_empty"))
+    asyncio.run(drop_database(admin, DB_PREFIX + "_empty"))
     size = write_mixed_files(logs, n)
     dsn = asyncio.run(fresh_db(admin, DB_PREFIX + "_agent"))
     agent = run_agent(config(tmp, dsn, logs))
     got, want = asyncio.run(count_all(dsn)), expected_rows(n)
     assert got == want, f"the agent wrote {got} rows, expected {want}"
-    asyncio.run(drop_db(admin, DB_PREFIX + "_agent"))
+    asyncio.run(drop_database(admin, DB_PREFIX + "_agent"))
     files = [(logs / "app.log", "record_type"), (logs / "other.log", CUSTOM_KEY)]
     plain = asyncio.run(plain_loop(asyncio.run(fresh_db(admin, DB_PREFIX + "_plain")), files))
-    asyncio.run(drop_db(admin, DB_PREFIX + "_plain"))
+    asyncio.run(drop_database(admin, DB_PREFIX + "_plain"))
     agent_s = agent["wall"] - empty["wall"]
     return {
         "lines": n, "file_mb": round(size / 2**20, 1), "rows": got, "plain_loop_rows": int(plain["rows"]),
@@ -337,7 +326,7 @@ def latency(admin: str, tmp: Path, rate: int, seconds: float) -> dict[str, Any]:
     proc.terminate()
     proc.wait(timeout=30)
     lat = asyncio.run(latencies(dsn))
-    asyncio.run(drop_db(admin, DB_PREFIX + "_latency"))
+    asyncio.run(drop_database(admin, DB_PREFIX + "_latency"))
 
     def pct(p: float) -> float:
         return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 1)
@@ -354,7 +343,7 @@ def backlog(admin: str, tmp: Path, mb: int) -> dict[str, Any]:
     size = write_file(logs / "app.log", n)
     dsn = asyncio.run(fresh_db(admin, DB_PREFIX + "_backlog"))
     res = run_agent(config(tmp, dsn, logs))
-    asyncio.run(drop_db(admin, DB_PREFIX + "_backlog"))
+    asyncio.run(drop_database(admin, DB_PREFIX + "_backlog"))
     return {"backlog_mb": round(size / 2**20), "lines": n, "drain_s": round(res["wall"], 1),
             "lines_per_s": round(n / res["wall"]), "peak_rss_mb": round(res["peak_rss"] / 2**20, 1)}
 

@@ -16,7 +16,8 @@ import psutil
 import pytest
 from hypothesis import settings
 
-from tests.pgserver import DbServer, start_test_server
+from agent.sink.status import recreate_database
+from tests.pgserver import DbServer, drop_database, start_test_server
 
 # CI gates a merge: it replays a fixed set of generated examples so that a red run means a
 # regression, not a new example drawn by chance (which a developer's random runs still find).
@@ -39,34 +40,17 @@ def pg_server() -> Iterator[DbServer]:
         server.close()
 
 
-async def _create_database(server: DbServer, name: str) -> None:
-    conn = await asyncpg.connect(server.admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
-async def _drop_database(server: DbServer, name: str) -> None:
-    conn = await asyncpg.connect(server.admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 async def empty_dsn(pg_server: DbServer) -> AsyncIterator[str]:
     """DSN of a fresh, empty database (no schema applied), dropped after the test."""
     name = f"ht_{os.getpid()}_{next(_counter)}"
-    await _create_database(pg_server, name)
+    await recreate_database(pg_server.admin_dsn, name)
     try:
         yield pg_server.dsn_for(name)
     finally:
         if pg_server.restartable:
             pg_server.start()  # a test may have left the server stopped
-        await _drop_database(pg_server, name)
+        await drop_database(pg_server.admin_dsn, name)
 
 
 @pytest.fixture

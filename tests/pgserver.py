@@ -164,6 +164,17 @@ class LocalCluster:
         return {k: v for k, v in os.environ.items() if k != "HYPERTAIL_TEST_SESSION"}
 
 
+async def drop_database(admin: str, name: str) -> None:
+    """Drop ``name`` on the server of ``admin``, whoever is still connected to it."""
+    import asyncpg
+
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 @contextlib.contextmanager
 def admin_dsn(dsn: str | None) -> Iterator[str]:
     """``dsn`` as given, or the admin DSN of the test server, started for the caller (a bench)
