@@ -2,7 +2,8 @@
 
 - :mod:`agent.runner.pipeline`: the stage tasks (read -> parse -> batch -> commit -> ack) and
   the memory budget;
-- :mod:`agent.runner.parsing`: one tailed line to one parse result (row ids, app-log policy);
+- :mod:`agent.runner.parsing`: a tailed block to its items, one parse result per line (row ids,
+  app-log policy);
 - :mod:`agent.runner.ops`: probes, sync status, checkpoint prune, rollup, event logging;
 - :mod:`agent.runner.lifecycle`: :class:`Runner`, which builds the parts and runs startup,
   signals, drain and shutdown; :mod:`agent.runner.watchdog` ends a shutdown that hangs;
@@ -10,7 +11,7 @@
 """
 
 from agent.runner.lifecycle import Runner
-from agent.runner.parsing import ROW_ID_NAMESPACE, reason_class, row_id
+from agent.runner.parsing import ROW_ID_NAMESPACE, reason_class
 from agent.runner.state import RunState
 
-__all__ = ["ROW_ID_NAMESPACE", "RunState", "Runner", "reason_class", "row_id"]
+__all__ = ["ROW_ID_NAMESPACE", "RunState", "Runner", "reason_class"]

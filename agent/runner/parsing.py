@@ -45,11 +45,6 @@ class RowIds:
         return uuid.UUID(bytes=h.digest()[:16], version=5)
 
 
-def row_id(agent_id: str, file_key: str, offset: int) -> uuid.UUID:
-    """The deterministic id of the line at ``offset`` of ``file_key`` (see :class:`RowIds`)."""
-    return RowIds(agent_id, file_key)(offset)
-
-
 def reason_class(dl: DeadLetter) -> str:
     """A low-cardinality metric label for a dead letter: the field at fault, or the reason's kind."""
     if dl.field:

@@ -18,7 +18,7 @@ from agent.config import Settings
 from agent.model import AppLog, Block, DeadLetter, FileIdentity, FileRef, Line, Row
 from agent.ops.metrics import Metrics
 from agent.parse import parse
-from agent.runner.parsing import ROW_ID_NAMESPACE, LineParser, RowIds, row_id
+from agent.runner.parsing import ROW_ID_NAMESPACE, LineParser, RowIds
 
 IDENT = FileIdentity(8, 99, "ab" * 16, 1024)
 APP = FileRef("app", "/logs/app.log", IDENT)
@@ -77,7 +77,7 @@ TEXT = st.text(st.characters(blacklist_categories=("Cs",)))  # encodable: ids ar
 @given(TEXT, TEXT, st.integers(min_value=0, max_value=2**63))
 def test_row_ids_equal_uuid5_of_agent_file_and_offset(agent_id: str, file_key: str, offset: int) -> None:
     expected = uuid.uuid5(ROW_ID_NAMESPACE, f"{agent_id}\x1f{file_key}\x1f{offset}")
-    assert RowIds(agent_id, file_key)(offset) == expected == row_id(agent_id, file_key, offset)
+    assert RowIds(agent_id, file_key)(offset) == expected
 
 
 def test_the_sources_key_and_app_log_policy_apply() -> None:
@@ -94,7 +94,7 @@ def test_items_equal_parsing_each_line_alone() -> None:
     lines = [chat("record_type"), chat("record_type", turn_number=-1), b"[1]", b'{"record_type":"nope"}']
     items = PARSER.parse_block(block_of(APP, lines))
     for item in items:
-        alone = parse(item.line.data, fallback_id=lambda s=item.line.start: row_id("agent-1", IDENT.key, s))
+        alone = parse(item.line.data, fallback_id=lambda s=item.line.start: RowIds("agent-1", IDENT.key)(s))
         assert item.result == alone
 
 
