@@ -1,24 +1,39 @@
-"""Per-flush batches of parsed lines, and the in-memory merge of records that share a key.
+"""Per-flush batches of parsed lines, and what one commit writes.
 
 Pure logic, no I/O. A batch keeps the parsed :class:`~agent.model.Item` s in arrival order: lines
 of one file arrive in file order, so any prefix of a batch holds a prefix of every file's lines.
 That is what lets the sink split a batch the database refused (to find poison rows) and still
 commit each part with a correct checkpoint, and lets it drop the lines another agent already
-committed. Rows for COPY are built from the items only when a batch is committed
-(:func:`build_tables`), where records with the same key are merged in memory first, because one
-statement must not touch a key twice.
+committed. A batch grows by whole blocks (:meth:`Batcher.add_block`), so it ends where a block
+ends, and the block's tail hash is at hand for the file's checkpoint (:attr:`Batch.tails`).
+
+**One rule for a repeated key**, the same within a batch, across batches and across restarts:
+
+* ``traces`` and ``spans`` *merge*: records of one key (a trace's start and end, a span's start
+  record, the same span written twice) become one row, each later record's non-null values
+  winning, a final status never replaced by ``in_progress``, metadata objects combined
+  (:func:`merge_values`; the sink's ``ON CONFLICT DO UPDATE`` applies the same rule to a row
+  already stored).
+* every other table keeps the *first* line of a key; a later line with the same key is dropped
+  (``ON CONFLICT DO NOTHING``, within one statement as across statements).
+
+Within a batch only records that must merge are keyed in memory (:func:`build_tables`); plain
+rows are grouped per table in arrival order and a repeated key is left to the database, which
+finds it for free while checking the key anyway.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
+import orjson
+
 from agent import contract
-from agent.model import AppLog, DeadLetter, Item, Row
+from agent.model import AppLog, Block, DeadLetter, Item, Row
 
 # Columns that merge with "the final state wins" rules instead of "newest non-null wins".
 _STATUS = "status"
@@ -36,27 +51,26 @@ _METADATA_INDEX = {t: cols.index(_METADATA) for t, cols in contract.COLUMNS.item
 # tracemalloc at ~840 bytes for a parsed span line (Line, Item, Row and its values).
 ITEM_OVERHEAD = 1024
 
+Tails = dict[str, tuple[int, str]]
+"""File key -> (end offset of the file's last block in a batch, that block's tail hash)."""
+
 
 @dataclass(slots=True)
 class Batch:
-    """Items in arrival order and the bytes they hold (for the memory budget).
+    """Items in arrival order, the bytes they hold (for the memory budget), and each file's tail.
 
     The offsets a batch commits are derived by the sink from its items, after it has dropped the
-    lines another agent already committed, so the batch keeps no per-file marks of its own.
-    ``tables`` is what the items write, built when the batch is taken: by the reader, while the
-    committer (the pipe's one serial path, which the database waits on) is busy with the batch
-    before; the sink uses it when it drops no line.
+    lines another agent already committed. ``tails`` gives the tail hash at the end of each
+    file's last block. ``tables`` is what the items write, built when the batch is taken: by the
+    reader, while the committer (the pipe's one serial path, which the database waits on) is busy
+    with the batch before; the sink uses it when it drops no line.
     """
 
     items: list[Item] = field(default_factory=list)
     nbytes: int = 0
     created: float = field(default_factory=time.monotonic)
+    tails: Tails = field(default_factory=dict)
     tables: Tables | None = None
-
-    def extend(self, items: list[Item], data_bytes: int) -> None:
-        """Append ``items``, whose lines hold ``data_bytes`` (the caller has that sum at hand)."""
-        self.items += items
-        self.nbytes += data_bytes + ITEM_OVERHEAD * len(items)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -72,24 +86,26 @@ class FlushPolicy:
 
 
 class Batcher:
-    """Collects items into the current batch and says when it should be flushed."""
+    """Collects parsed blocks into the current batch and says when it should be flushed."""
 
     def __init__(self, policy: FlushPolicy) -> None:
         self.policy = policy
         self.current = Batch()
 
-    def add(self, item: Item) -> None:
-        self.extend([item], len(item.line.data))
+    def add_block(self, block: Block, items: list[Item]) -> None:
+        """Add ``block``'s parsed lines; the caller flushes first when they would not fit
+        (:meth:`fits`), so a batch never holds more than ``max_rows`` lines."""
+        batch = self.current
+        if not batch.items:
+            batch.created = time.monotonic()
+        batch.items += items
+        batch.nbytes += sum(map(len, block.data)) + ITEM_OVERHEAD * len(items)
+        batch.tails[block.file.identity.key] = (block.end, block.tail)
 
-    def extend(self, items: list[Item], data_bytes: int) -> None:
-        """Add a run of items at once (the reader adds a block's worth); see :meth:`room`."""
-        if not self.current.items:
-            self.current.created = time.monotonic()
-        self.current.extend(items, data_bytes)
-
-    def room(self) -> int:
-        """How many more items the current batch takes before ``max_rows`` (at least one)."""
-        return max(self.policy.max_rows - len(self.current.items), 1)
+    def fits(self, lines: int) -> bool:
+        """Whether ``lines`` more lines fit the current batch (an empty batch takes anything)."""
+        n = len(self.current.items)
+        return n == 0 or n + lines <= self.policy.max_rows
 
     def full(self) -> bool:
         b = self.current
@@ -121,44 +137,65 @@ class Tables:
     rows: int = 0
 
 
-def build_tables(items: Iterable[Item]) -> Tables:
-    """Group items by table, merging rows with the same key (in arrival order)."""
-    copy: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
-    merge: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
+def build_tables(items: Sequence[Item]) -> Tables:
+    """Group items by table in arrival order; merge the records of a key that must merge.
+
+    A plain row (COPY) whose key also has merge records in the batch joins them, at its place in
+    arrival order, so one statement never touches a key twice and the merge sees the records in
+    the order they were written.
+    """
     out = Tables()
+    copy = out.copy
+    merging: set[str] = set()
     for item in items:
         result = item.result
-        if isinstance(result, Row):
-            _add_row(copy, merge, result)
-            out.warnings += len(result.warnings)
-        elif isinstance(result, DeadLetter):
+        if type(result) is Row:
+            table = result.table
+            if result.merge:
+                merging.add(table)
+            else:
+                rows = copy.get(table)
+                if rows is None:
+                    rows = copy[table] = []
+                rows.append(result.values)
+            if result.warnings:
+                out.warnings += len(result.warnings)
+        elif type(result) is DeadLetter:
             out.dead.append((item, result))
-        elif isinstance(result, AppLog):
+        elif type(result) is AppLog:
             out.app_logs += 1
-    # A plain row whose key also has merge records joins the merge set (same key, one statement).
-    for table, rows in copy.items():
-        target = merge.get(table)
-        if target:
-            for key in [k for k in rows if k in target]:
-                target[key] = merge_values(table, rows.pop(key), target[key])
-    out.copy = {t: list(r.values()) for t, r in copy.items() if r}
-    out.merge = {t: list(r.values()) for t, r in merge.items() if r}
-    out.rows = sum(map(len, out.copy.values())) + sum(map(len, out.merge.values()))
+    for table in merging:
+        _merge_table(out, table, [item.result for item in _rows_of(items, table)])  # type: ignore[misc]
+    out.rows = sum(map(len, copy.values())) + sum(map(len, out.merge.values()))
     return out
 
 
-def _add_row(
-    copy: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]],
-    merge: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]],
-    row: Row,
-) -> None:
-    table, values = row.table, row.values
-    key = _KEY_OF[table](values)
-    bucket = (merge if row.merge else copy).setdefault(table, {})
-    old = bucket.get(key)
-    if old is None and row.merge:
-        old = copy.get(table, {}).pop(key, None)
-    bucket[key] = values if old is None else merge_values(table, old, values)
+def _rows_of(items: Sequence[Item], table: str) -> list[Item]:
+    return [i for i in items if type(i.result) is Row and i.result.table == table]
+
+
+def _merge_table(out: Tables, table: str, rows: list[Row]) -> None:
+    """Split ``table``'s rows (in arrival order) into plain ones and merged keys."""
+    key_of = _KEY_OF[table]
+    keys = {key_of(r.values) for r in rows if r.merge}
+    plain = [r.values for r in rows if key_of(r.values) not in keys]
+    merged = merge_in_order(table, [r.values for r in rows if key_of(r.values) in keys])
+    if plain:
+        out.copy[table] = plain
+    else:
+        out.copy.pop(table, None)
+    out.merge[table] = merged
+
+
+def merge_in_order(table: str, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """One row per key: the rows of a key (in arrival order) merged by :func:`merge_values`."""
+    key_of = _KEY_OF[table]
+    merged: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for values in rows:
+        key = key_of(values)
+        old = merged.get(key)
+        merged[key] = values if old is None else merge_values(table, old, values)
+    return list(merged.values())
 
 
 def merge_values(table: str, old: tuple[Any, ...], new: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -183,8 +220,6 @@ def _merge_json_objects(old: Any, new: Any) -> Any:
         return new
     if not new or new == "{}":
         return old
-    import orjson
-
     a, b = orjson.loads(old), orjson.loads(new)
     if isinstance(a, dict) and isinstance(b, dict):
         return orjson.dumps({**a, **b}).decode()

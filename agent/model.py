@@ -1,7 +1,8 @@
 """Values that cross stage boundaries: sources -> parse -> batch -> sink.
 
-Every type here is immutable so that a stage can hand a value to the next one without either of
-them worrying about the other mutating it. The three made once per line (:class:`Line`,
+A stage hands a value on and never changes it afterwards, so neither side worries about the
+other mutating it: the types are immutable, except the lists inside a :class:`Block`, which
+nobody changes once the block is made. The three made once per line (:class:`Line`,
 :class:`Row`, :class:`Item`) are typed ``NamedTuple`` s rather than frozen dataclasses: a frozen
 dataclass pays ``object.__setattr__`` per field (~420 ns to build a Line, measured) where a
 NamedTuple costs ~110 ns, and at hundreds of thousands of lines a second that was most of the
@@ -76,12 +77,17 @@ class Block(NamedTuple):
     ``bounds[i]`` to ``bounds[i + 1]``, so ``bounds`` has one entry more than ``data`` and the
     offsets stay exact without an object per line. An ``oversize`` block holds exactly one line,
     an oversize line's prefix or a NUL run (:data:`NUL_RUN`).
+
+    ``tail`` is the tail hash of :attr:`end` (see :class:`Checkpoint`), taken by the sources from
+    the bytes they read: a checkpoint at the block's end carries it, so committing never goes
+    back to the file. ``""`` (unknown) for a block cut out of another (:meth:`part`).
     """
 
     file: FileRef
     bounds: list[int]
     data: list[bytes]
     oversize: bool = False
+    tail: str = ""
 
     @property
     def start(self) -> int:
@@ -98,13 +104,9 @@ class Block(NamedTuple):
         return list(map(_new_line, zip(repeat(self.file), b, islice(b, 1, None), self.data, repeat(self.oversize))))
 
     def part(self, i: int, j: int) -> Block:
-        """Lines ``i`` to ``j`` (exclusive) as a block of their own."""
-        return Block(self.file, self.bounds[i : j + 1], self.data[i:j], self.oversize)
-
-
-def one_line(file: FileRef, start: int, end: int, data: bytes, oversize: bool = False) -> Block:
-    """A block of one line (a held-back line completed, a released partial, an oversize line)."""
-    return Block(file, [start, end], [data], oversize)
+        """Lines ``i`` to ``j`` (exclusive) as a block of their own (the tail kept if it ends ours)."""
+        tail = self.tail if j == len(self.data) else ""
+        return Block(self.file, self.bounds[i : j + 1], self.data[i:j], self.oversize, tail)
 
 
 # A Line from a ready tuple in C, skipping the NamedTuple's Python-level __new__.

@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 
 from agent import contract
-from agent.model import DeadLetter, FileIdentity, FileRef, Item, Line, Row
+from agent.batcher import Tails
+from agent.model import Block, DeadLetter, FileIdentity, FileRef, Item, Line, Row
 
 T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -67,13 +68,23 @@ class FileWriter:
         start, self.offset = self.offset, self.offset + len(data) + 1
         return Item(Line(self.file, start, self.offset, data), result)
 
+    def block(self, results: list[Row | DeadLetter]) -> tuple[Block, list[Item]]:
+        """The next lines as one block (with a stand-in tail hash, :func:`fake_tail`) and its items."""
+        items = [self.item(r) for r in results]
+        bounds = [items[0].line.start, *(i.line.end for i in items)]
+        return Block(self.file, bounds, [i.line.data for i in items], False, fake_tail(self.offset)), items
+
+    def tails(self) -> Tails:
+        """The tail of everything handed out so far, as a batch of blocks ending here carries it."""
+        return {self.file.identity.key: (self.offset, fake_tail(self.offset))}
+
 
 def spans(writer: FileWriter, seqs: range | list[int]) -> list[Item]:
     return [writer.item(span_row(s)) for s in seqs]
 
 
-def fake_hash(file: object, offset: int) -> str:
-    """Stands in for the tailer's hash of the bytes before ``offset`` (the sink only stores it)."""
+def fake_tail(offset: int) -> str:
+    """Stands in for a block's tail hash of the bytes before ``offset`` (the sink only stores it)."""
     return f"h{offset}"
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from agent import __version__
 from agent.config import Settings, mask_dsn
-from agent.model import Checkpoint, FileRef
+from agent.model import Checkpoint
 from agent.ops.log import get_logger
 from agent.ops.metrics import Metrics
 from agent.runner.ops import Ops, rollup_task
@@ -30,7 +30,7 @@ from agent.runner.pipeline import Pipeline
 from agent.runner.state import Shared
 from agent.runner.watchdog import ShutdownWatchdog
 from agent.sink.sink import Sink
-from agent.sources import SourceSpec, Tailer, TailOptions
+from agent.sources import MAX_BLOCK_LINES, SourceSpec, Tailer, TailOptions
 
 _BACKGROUND_GRACE_S = 2.0  # for background loops to see the stop event and end
 # Container allocations between two young-generation collections (CPython's default is 700).
@@ -51,7 +51,7 @@ class Runner:
         self.dsn = dsn
         self.log = get_logger(agent_id=settings.agent.id)
         self.metrics = Metrics()
-        self.sink = Sink(settings, dsn, self._tail_hash)
+        self.sink = Sink(settings, dsn)
         self.shared = Shared(settings, self.log, self.metrics, self.sink)
         self.ops = Ops(self.shared)
         self.sink.on_retry = self.ops.on_retry
@@ -66,10 +66,6 @@ class Runner:
     def lines_committed(self) -> int:
         """Lines committed so far (the demo's progress bar reads it)."""
         return self.pipeline.lines_committed
-
-    def _tail_hash(self, file: FileRef, offset: int) -> str:
-        assert self.shared.tailer is not None
-        return self.shared.tailer.tail_hash(file, offset)
 
     # ---- stopping ------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -218,6 +214,6 @@ def make_tailer(settings: Settings, checkpoints: list[Checkpoint],
         max_open_files=t.max_open_files, rescan_interval_s=t.rescan_interval_ms / 1000,
         read_interval_s=t.read_interval_ms / 1000, use_events=t.use_events, debounce_ms=t.debounce_ms,
         rotate_grace_s=t.rotate_grace_ms / 1000, idle_close_s=t.idle_close_s,
-        follow_symlinks=t.follow_symlinks,
+        follow_symlinks=t.follow_symlinks, block_lines=min(MAX_BLOCK_LINES, settings.batch.max_rows),
     )
     return Tailer(specs, checkpoints, options, on_event=on_event)

@@ -25,7 +25,6 @@ from agent.runner.parsing import LineParser, reason_class
 from agent.runner.state import Shared
 from agent.sink.writer import CommitStats
 
-_PART_LINES = 64  # lines parsed between two steps aside (see Pipeline.reader)
 _STOP = None
 
 
@@ -54,25 +53,23 @@ class Pipeline:
     async def reader(self) -> None:
         """Parse what the tailer hands over into the batcher, handing full batches on.
 
-        A block is parsed in parts of at most ``_PART_LINES`` lines, and never more than the
-        current batch has room for, so ``batch.max_rows`` holds exactly. After each part the
-        reader steps aside: parsing is CPU work on the loop thread, and the committer's next
-        round trip should start at once so that the database never waits.
+        A batch grows by whole blocks (at most ``batch.max_rows`` lines each, see
+        :func:`agent.runner.lifecycle.make_tailer`): one that would not fit hands the batch on
+        first, so ``batch.max_rows`` holds exactly and every batch ends at a block end. After each
+        block the reader steps aside: parsing is CPU work on the loop thread, and the committer's
+        next round trip should start at once so that the database never waits.
         """
         tailer = self.shared.tailer
         assert tailer is not None
         parse_block, batcher = self.parser.parse_block, self.batcher
         async for blocks in tailer.batches():
             for block in blocks:
-                i, n = 0, len(block.data)
-                while i < n:
-                    j = min(n, i + min(_PART_LINES, batcher.room()))
-                    part = block if i == 0 and j == n else block.part(i, j)
-                    batcher.extend(parse_block(part), sum(map(len, part.data)))
-                    if batcher.full():
-                        await self.enqueue()
-                    await asyncio.sleep(0)
-                    i = j
+                if not batcher.fits(len(block.data)):
+                    await self.enqueue()
+                batcher.add_block(block, parse_block(block))
+                if batcher.full():
+                    await self.enqueue()
+                await asyncio.sleep(0)
             self._count_lines(blocks)
             self.update_budget()
             if self.shared.stop.is_set():
@@ -107,7 +104,7 @@ class Pipeline:
                 return
             self.shared.state.committing = True
             t0 = time.perf_counter()
-            stats = await self.shared.sink.commit(batch.items, batch.tables)
+            stats = await self.shared.sink.commit(batch.items, batch.tables, batch.tails)
             self._after_commit(batch, stats, time.perf_counter() - t0)
             self.shared.state.committing = False
 

@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from agent.batcher import Tables
+from agent.batcher import Tables, Tails
 from agent.config import Settings, mask_dsn
 from agent.errors import DataError, RetryableError, SinkError, StallError
-from agent.model import Checkpoint, FileIdentity, FileRef, Item
+from agent.model import Checkpoint, FileIdentity, Item
 from agent.sink.classify import classify
 from agent.sink.connect import connect_kwargs
 from agent.sink.jobs import JobConnection
 from agent.sink.schema import SCHEMA_VERSION, apply_schema, detect_mode, installed_version
+from agent.sink.session import Session
 from agent.sink.writer import CommitStats, Writer
 
 OnRetry = Callable[[SinkError, int, float], None]
@@ -52,10 +53,9 @@ class Sink:
     take turns on theirs, so none waits on a COPY and the count does not grow with the jobs.
     """
 
-    def __init__(self, settings: Settings, dsn: str, tail_hash: Callable[[FileRef, int], str]) -> None:
+    def __init__(self, settings: Settings, dsn: str) -> None:
         self.settings = settings
         self.dsn = dsn
-        self.tail_hash = tail_hash
         self.health = SinkHealth()
         self.on_retry: OnRetry | None = None
         self._writer: Writer | None = None
@@ -63,12 +63,12 @@ class Sink:
         self._secret = settings.database.resolved_password()
 
     async def _connection(self) -> Writer:
-        if self._writer is None or self._writer.conn.is_closed():
+        if self._writer is None or self._writer.session.is_closed():
             try:
-                conn = await asyncpg.connect(**connect_kwargs(self.settings.database, self.dsn))
+                session = await Session.open(**connect_kwargs(self.settings.database, self.dsn))
             except Exception as exc:
                 raise classify(exc) from exc
-            self._writer = Writer(conn, self.settings.agent.id, self.tail_hash,
+            self._writer = Writer(session, self.settings.agent.id,
                                   statement_timeout_ms=self.settings.database.statement_timeout_ms)
             self.health.connected = True
         return self._writer
@@ -77,8 +77,8 @@ class Sink:
         """Terminate the ingesting connection (it may be broken); the next commit reconnects."""
         writer, self._writer = self._writer, None
         self.health.connected = False
-        if writer is not None and not writer.conn.is_closed():
-            writer.conn.terminate()
+        if writer is not None:
+            writer.session.terminate()
 
     def _backoff(self, attempt: int) -> float:
         db = self.settings.database
@@ -106,13 +106,14 @@ class Sink:
         self.health.last_error = None
         self.health.last_commit = time.time()
 
-    async def commit(self, items: Sequence[Item], tables: Tables | None = None) -> CommitStats:
-        """Commit ``items`` (whose ``tables`` the caller may have built) exactly once, retrying for
-        as long as it takes."""
+    async def commit(self, items: Sequence[Item], tables: Tables | None = None,
+                     tails: Tails | None = None) -> CommitStats:
+        """Commit ``items`` (whose ``tables`` the caller may have built, and whose blocks' tail
+        hashes are ``tails``) exactly once, retrying for as long as it takes."""
         while True:
             try:
                 writer = await self._connection()
-                stats = await writer.commit(items, tables=tables)
+                stats = await writer.commit(items, tables=tables, tails=tails)
             except (RetryableError, StallError) as err:
                 await self._failed(err)
                 continue
@@ -129,9 +130,10 @@ class Sink:
                 writer = await self._connection()
                 # One transaction: behind a transaction-pooling PgBouncer a statement outside one
                 # may be parsed on one server connection and executed on another.
-                async with writer.conn.transaction():
-                    await self._check_schema(writer.conn, apply)
-                    checkpoints = await self._load_checkpoints(writer.conn)
+                conn = writer.session.conn
+                async with conn.transaction():
+                    await self._check_schema(conn, apply)
+                    checkpoints = await self._load_checkpoints(conn)
             except (RetryableError, StallError) as err:
                 await self._failed(err)
                 continue
@@ -199,6 +201,6 @@ class Sink:
         self.jobs.abort()
         writer, self._writer = self._writer, None
         self.health.connected = False
-        if writer is not None and not writer.conn.is_closed():
+        if writer is not None:
             with contextlib.suppress(Exception):
-                await writer.conn.close(timeout=2)
+                await writer.session.close(grace_s=2)

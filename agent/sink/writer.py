@@ -21,10 +21,14 @@ the batch is split in halves (each a prefix-closed part, see :mod:`agent.batcher
 offending rows are isolated; they become dead letters and the rest commits. A line becomes a
 "database refused" dead letter only after its own insert, tried alone, was refused.
 
+The checkpoint of a file stores the tail hash its last block carried (see
+:class:`agent.model.Block`); the sink never reads a log file.
+
 Nothing outlives a transaction, so the writer works unchanged behind PgBouncer in transaction
 pooling: no temporary staging table (the upsert reads typed arrays, one parameter per column),
-no named prepared statement (the connection has no statement cache), no session ``SET`` (the
-statement timeout is ``SET LOCAL`` in each transaction), and only transaction-scoped locks.
+named prepared statements only on a direct connection (:mod:`agent.sink.session`), no session
+``SET`` (the statement timeout is ``SET LOCAL`` in each transaction), and only
+transaction-scoped locks.
 """
 from __future__ import annotations
 
@@ -38,13 +42,15 @@ from typing import Any
 import asyncpg
 
 from agent import contract
-from agent.batcher import Tables, build_tables
+from agent.batcher import Tables, Tails, build_tables, merge_in_order
 from agent.errors import DataError, RetryableError, StallError
 from agent.model import DeadLetter, FileRef, Item
 from agent.sink.classify import classify
-from agent.sink.statements import CHECKPOINT_SQL, COLUMN_TYPES_SQL, DEAD_LETTER_SQL, LOCK_SQL, upsert_sql
+from agent.sink.session import Session
+from agent.sink.statements import CHECKPOINT_SQL, COLUMN_TYPES_SQL, DEAD_LETTER_SQL, LOCK_SQL, MERGE_TABLES, upsert_sql
 
 RAW_LIMIT = 64 * 1024
+UNKNOWN_TAIL = ""  # a checkpoint inside a block (a split batch): the identity alone is trusted
 _key_of = attrgetter("line.file.identity.key")  # per item in C: a batch has thousands
 _start_of = attrgetter("line.start")
 KILL_AFTER_COMMITS_ENV = "HYPERTAIL_TEST_KILL_AFTER_COMMITS"
@@ -85,30 +91,27 @@ class CommitStats:
         self.warnings += other.warnings
 
 
-TailHash = Any  # Callable[[FileRef, int], str]; kept loose so the sink does not import sources
-
-
 class Writer:
     """Commits batches on one connection. Errors come out already classified."""
 
-    def __init__(
-        self, conn: asyncpg.Connection, agent_id: str, tail_hash: TailHash, *, statement_timeout_ms: int = 0
-    ) -> None:
-        self.conn = conn
+    def __init__(self, session: Session, agent_id: str, *, statement_timeout_ms: int = 0) -> None:
+        self.session = session
         self.agent_id = agent_id
-        self.tail_hash = tail_hash
-        self._set_timeout = f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}"
+        self.statement_timeout_ms = statement_timeout_ms
         self._upserts: dict[str, str] = {}  # table -> its upsert statement, built from the catalog's types
         self._commits = 0
         self._kill_after = int(os.environ.get(KILL_AFTER_COMMITS_ENV, "0") or 0)
 
     async def commit(
-        self, items: Sequence[Item], known_bad: DataError | None = None, tables: Tables | None = None
+        self, items: Sequence[Item], known_bad: DataError | None = None, tables: Tables | None = None,
+        tails: Tails | None = None,
     ) -> CommitStats:
         """Commit ``items``; split on data errors until the poison rows are dead letters.
 
         ``tables`` is what ``items`` write, if the caller built it already (see
         :class:`agent.batcher.Batch`); it serves the first attempt, while no line is dropped.
+        ``tails`` maps a file key to the end of its last block in the batch and that block's tail
+        hash; a checkpoint elsewhere (inside a block, after a split) stores an unknown tail.
 
         ``known_bad`` is the error of a failed parent attempt whose other half committed: this
         part probably holds the failing row, so a part of several lines is split without being
@@ -117,29 +120,30 @@ class Writer:
         gone meanwhile), so no line is dead-lettered for a refusal it was not itself given.
         """
         stats = CommitStats()
+        tails = tails or {}
         if known_bad is None or len(items) == 1:
             try:
-                return await self._commit_once(items, tables)
+                return await self._commit_once(items, tails, tables)
             except DataError as exc:
                 known_bad = exc
                 stats.attempts += 1
         if len(items) == 1:
-            stats.absorb(await self._commit_poison(items[0], known_bad))
+            stats.absorb(await self._commit_poison(items[0], known_bad, tails))
             return stats
         mid = len(items) // 2
-        left = await self.commit(items[:mid])
+        left = await self.commit(items[:mid], tails=tails)
         stats.absorb(left)
         left_clean = not left.dead_letters or all(not _is_db_refusal(dl) for _, dl in left.dead_letters)
-        stats.absorb(await self.commit(items[mid:], known_bad if left_clean else None))
+        stats.absorb(await self.commit(items[mid:], known_bad if left_clean else None, tails=tails))
         return stats
 
-    async def _commit_poison(self, item: Item, exc: DataError) -> CommitStats:
+    async def _commit_poison(self, item: Item, exc: DataError, tails: Tails) -> CommitStats:
         if isinstance(item.result, DeadLetter):
             raise StallError(f"the database refused a dead letter itself: {exc}") from exc
         reason = f"{DB_REFUSAL}{exc}"
-        return await self._commit_once([Item(item.line, DeadLetter(reason=reason, field=None))])
+        return await self._commit_once([Item(item.line, DeadLetter(reason=reason, field=None))], tails)
 
-    async def _commit_once(self, items: Sequence[Item], tables: Tables | None = None) -> CommitStats:
+    async def _commit_once(self, items: Sequence[Item], tails: Tails, tables: Tables | None = None) -> CommitStats:
         """One batch in one transaction; retried at once after a key conflict or a checkpoint race.
 
         Plain rows are COPYed optimistically without a savepoint (a savepoint costs two round
@@ -152,7 +156,7 @@ class Writer:
         while True:
             attempts += 1
             try:
-                stats = await self._transaction(items, upsert, tables)
+                stats = await self._transaction(items, upsert, tails, tables)
             except KeyConflict as exc:
                 upsert.add(exc.table)
                 continue
@@ -166,15 +170,15 @@ class Writer:
             self._after_commit()
             return stats
 
-    async def _transaction(self, items: Sequence[Item], upsert: set[str], built: Tables | None) -> CommitStats:
+    async def _transaction(self, items: Sequence[Item], upsert: set[str], tails: Tails,
+                           built: Tables | None) -> CommitStats:
         stats = CommitStats()
-        async with self.conn.transaction():
-            await self.conn.execute(self._set_timeout)
+        async with self.session.transaction(self.statement_timeout_ms):
             kept, expected = await self._lock_and_filter(items, stats)
             tables = built if built is not None and len(kept) == len(items) else build_tables(kept)
             await self._write_tables(tables, stats, upsert)
             await self._write_dead_letters(tables)
-            await self._write_checkpoints(kept, expected, stats)
+            await self._write_checkpoints(kept, expected, tails, stats)
         stats.dead_letters = tables.dead
         stats.app_logs, stats.warnings = tables.app_logs, tables.warnings
         return stats
@@ -192,7 +196,7 @@ class Writer:
         one by one.
         """
         first = dict(zip(map(_key_of, reversed(items)), map(_start_of, reversed(items)), strict=True))
-        rows = await self.conn.fetch(LOCK_SQL, sorted(first), self.agent_id)
+        rows = await self.session.fetch(LOCK_SQL, sorted(first), self.agent_id)
         committed: dict[str, int] = {r["file_key"]: r["committed_offset"] for r in rows}
         if all(committed.get(key, 0) <= start for key, start in first.items()):
             return list(items), committed
@@ -214,29 +218,30 @@ class Writer:
     async def _copy_optimistic(self, table: str, rows: list[tuple[Any, ...]]) -> None:
         """COPY straight into ``table``; a key that is already there raises :class:`KeyConflict`."""
         try:
-            await self.conn.copy_records_to_table(
-                table, records=rows, columns=contract.COLUMNS[table], schema_name=contract.SCHEMA
-            )
+            await self.session.copy(table, rows)
         except asyncpg.UniqueViolationError as exc:
             raise KeyConflict(table, getattr(exc, "constraint_name", None)) from exc
 
     async def _upsert(self, table: str, rows: list[tuple[Any, ...]]) -> None:
         """One statement: the rows as one typed array per column, merged or kept-first on conflict.
 
-        The batcher has already merged rows that share a key, so no key occurs twice here (which
-        ON CONFLICT DO UPDATE would refuse).
+        Rows arrive in line order. A merging table's rows that share a key are merged first, in
+        that order (ON CONFLICT DO UPDATE refuses to touch a row twice); for the other tables
+        the first line of a key wins, in the statement as across batches (DO NOTHING).
         """
+        if table in MERGE_TABLES:
+            rows = merge_in_order(table, rows)
         sql = self._upserts.get(table)
         if sql is None:
-            found = await self.conn.fetch(COLUMN_TYPES_SQL, f"{contract.SCHEMA}.{table}")
+            found = await self.session.fetch(COLUMN_TYPES_SQL, f"{contract.SCHEMA}.{table}")
             sql = self._upserts[table] = upsert_sql(table, {r["attname"]: r["type"] for r in found})
-        await self.conn.execute(sql, *[list(col) for col in zip(*rows, strict=True)])
+        await self.session.execute(sql, *[list(col) for col in zip(*rows, strict=True)])
 
     async def _write_dead_letters(self, tables: Tables) -> None:
         if not tables.dead:
             return
         args = [self._dead_letter_args(item, dl) for item, dl in tables.dead]
-        await self.conn.executemany(DEAD_LETTER_SQL, args)
+        await self.session.executemany(DEAD_LETTER_SQL, args)
 
     def _dead_letter_args(self, item: Item, dl: DeadLetter) -> tuple[Any, ...]:
         line = item.line
@@ -246,21 +251,23 @@ class Writer:
             _clean_text(dl.reason), _clean_text(dl.field) if dl.field else None, line.data[:RAW_LIMIT],
         )
 
-    async def _write_checkpoints(self, items: Sequence[Item], expected: dict[str, int], stats: CommitStats) -> None:
+    async def _write_checkpoints(self, items: Sequence[Item], expected: dict[str, int], tails: Tails,
+                                 stats: CommitStats) -> None:
         last = dict(zip(map(_key_of, items), items, strict=True))  # each file's last line
         if not last:
             return
         cols: list[list[Any]] = [[] for _ in range(10)]
         for key, item in last.items():
             f, end = item.line.file, item.line.end
-            th = self.tail_hash(f, end)
+            block_end, block_tail = tails.get(key, (-1, UNKNOWN_TAIL))
+            th = block_tail if block_end == end else UNKNOWN_TAIL
             ident = f.identity
             row = (key, f.source, f.path, ident.dev, ident.ino, ident.fingerprint, ident.fingerprint_len, end, th,
                    expected.get(key, 0))
             for col, value in zip(cols, row, strict=True):
                 col.append(value)
             stats.committed[key] = Committed(f, end, th)
-        moved = await self.conn.fetch(CHECKPOINT_SQL, cols[0], self.agent_id, *cols[1:])
+        moved = await self.session.fetch(CHECKPOINT_SQL, cols[0], self.agent_id, *cols[1:])
         if len(moved) != len(last):
             raise CheckpointConflict(f"{len(last) - len(moved)} checkpoint(s) moved by another agent")
 

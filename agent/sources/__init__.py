@@ -46,10 +46,12 @@ Policies (each module's docstring says why):
 
 from agent.sources.identity import REWRITTEN, UNKNOWN, fingerprint, tail_hash
 from agent.sources.options import COMPRESSED_SUFFIXES, FileStatus, SourceSpec, TailOptions
+from agent.sources.reader import MAX_BLOCK_LINES
 from agent.sources.tailer import Tailer
 
 __all__ = [
     "COMPRESSED_SUFFIXES",
+    "MAX_BLOCK_LINES",
     "REWRITTEN",
     "UNKNOWN",
     "FileStatus",

@@ -6,8 +6,8 @@ Kept apart from the scan logic so that the rules about descriptors live in one p
   is closed (one still reachable by a globbed path, preferring fully read ones). Files that are
   gone from the globs are never closed before they are drained: they cannot be reopened.
 * a descriptor is reopened by path and accepted only if device, inode and fingerprint agree.
-* a finished (``done``) file keeps its descriptor until acks reach the end of what it emitted,
-  because the sink asks for tail hashes of offsets in it; then it is forgotten.
+* a finished (``done``) file gives its descriptor back at once (its blocks carry their tail
+  hashes, so nothing reads it again) and is forgotten once acks reach the end of what it emitted.
 """
 
 from __future__ import annotations
@@ -77,8 +77,7 @@ class FileSet:
         self.ended[t.devino] = t.ref.identity
         if len(self.ended) > MAX_ENDED:
             del self.ended[next(iter(self.ended))]
-        if t.replaced:
-            self.close(t)  # the descriptor shows the next generation now
+        self.close(t)
         self.retired.append(t)
         self.forget_acked()
 
@@ -93,7 +92,6 @@ class FileSet:
         keep = []
         for t in self.retired:
             if t.acked >= t.emitted:
-                self.close(t)
                 if self.by_identity.get(t.ref.identity) is t:
                     del self.by_identity[t.ref.identity]
             else:

@@ -90,8 +90,9 @@ class Matcher:
         """Build the Tracked for ``f``; ``label`` (a predecessor or checkpoint) names its home."""
         home = label.path if label is not None else f.path
         ref = FileRef(f.source, home, ident)
-        split = LineSplitter(ref, pos, self.opt.max_line_bytes, self.opt.oversize_prefix_bytes)
-        t = Tracked(ref, f.devino, f.path, fd, split, head, read_before(fd, pos), now)
+        split = LineSplitter(ref, pos, self.opt.max_line_bytes, self.opt.oversize_prefix_bytes,
+                             read_before(fd, pos), self.opt.block_lines)
+        t = Tracked(ref, f.devino, f.path, fd, split, head, now)
         t.size = f.size
         t.rotated = home not in f.paths
         return t

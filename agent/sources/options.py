@@ -13,6 +13,7 @@ from typing import Literal
 from agent.errors import ConfigError
 from agent.model import FileRef
 from agent.sources.links import FOLLOW_MODES, FollowSymlinks
+from agent.sources.reader import MAX_BLOCK_LINES
 
 StartAt = Literal["beginning", "end"]
 
@@ -60,6 +61,8 @@ class TailOptions:
     * ``idle_close_s``: a fully read live file untouched this long is closed (reopened by path
       and verified by identity when it grows).
     * ``follow_symlinks``: ``within_roots`` | ``never`` | ``always``, see :mod:`.links`.
+    * ``block_lines``: lines per :class:`~agent.model.Block` at most; a batch ends at a block end,
+      so the runner keeps it no larger than ``batch.max_rows`` (see :mod:`.reader`).
     """
 
     max_line_bytes: int = 1 << 20
@@ -76,6 +79,7 @@ class TailOptions:
     idle_close_s: float = 60.0
     compressed_suffixes: tuple[str, ...] = COMPRESSED_SUFFIXES
     follow_symlinks: FollowSymlinks = "within_roots"
+    block_lines: int = MAX_BLOCK_LINES
 
     def __post_init__(self) -> None:
         if self.follow_symlinks not in FOLLOW_MODES:
@@ -85,7 +89,7 @@ class TailOptions:
             "max_line_bytes": self.max_line_bytes, "oversize_prefix_bytes": self.oversize_prefix_bytes,
             "max_open_files": self.max_open_files, "read_chunk": self.read_chunk,
             "max_read_per_file": self.max_read_per_file, "max_read_per_poll": self.max_read_per_poll,
-            "debounce_ms": self.debounce_ms,
+            "debounce_ms": self.debounce_ms, "block_lines": self.block_lines,
         }
         for key, value in ints.items():
             if value < 1:

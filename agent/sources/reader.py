@@ -16,6 +16,10 @@ Rules:
   no more memory than that.
 * A partial trailing line is held until its newline arrives, or until the caller *releases* it
   (its file was rotated away and stayed quiet): then it is emitted ending at the last byte read.
+* A block holds at most ``block_lines`` lines, and carries the ``tail`` of its end: the digest
+  (:func:`~agent.sources.identity.tail_hash`) of the up to 64 raw bytes just before it, as they
+  were fed. A checkpoint at the end of a block stores that digest, so the sink never reads a
+  file to make a checkpoint; capping the lines lets every batch end at a block end.
 * A run of NUL bytes is not part of any line (JSON never holds a raw NUL, so no valid line is
   cut): it is ONE ``oversize`` block with data :data:`~agent.model.NUL_RUN` spanning the run,
   which becomes a dead letter saying where and how long. Such runs are the hole a writer
@@ -30,18 +34,25 @@ import re
 from itertools import accumulate, repeat
 from operator import add
 
-from agent.model import NUL_RUN, Block, FileRef, one_line
+from agent.model import NUL_RUN, Block, FileRef
+from agent.sources.identity import TAIL_BYTES, tail_hash
 
 BOM = b"\xef\xbb\xbf"
+# Lines per block at most: the runner parses one block between two steps aside, and a batch
+# ends at a block end (where the block's tail hash is known), so a block is also the grain by
+# which ``batch.max_rows`` is kept (the runner asks for fewer when max_rows is smaller).
+MAX_BLOCK_LINES = 64
 _NOT_NUL = re.compile(rb"[^\x00]")
 
 
 class LineSplitter:
     """Turns one file's byte stream into Blocks of lines, holding back the unterminated tail."""
 
-    __slots__ = ("in_nul", "max_line", "pending", "pos", "prefix", "ref", "skipping", "start")
+    __slots__ = ("_base", "_data", "block_lines", "in_nul", "max_line", "pending", "pos", "prefix", "ref",
+                 "skipping", "start", "window")
 
-    def __init__(self, ref: FileRef, pos: int, max_line: int, prefix: int) -> None:
+    def __init__(self, ref: FileRef, pos: int, max_line: int, prefix: int, window: bytes = b"",
+                 block_lines: int = MAX_BLOCK_LINES) -> None:
         self.ref = ref
         self.pos = pos  # next byte to feed
         self.start = pos  # offset of the first byte of the pending line
@@ -50,6 +61,10 @@ class LineSplitter:
         self.in_nul = False  # start..pos is a run of NUL bytes (nothing in pending)
         self.max_line = max_line
         self.prefix = min(prefix, max_line)
+        self.window = window[-TAIL_BYTES:]  # the raw bytes just before pos, as they were read
+        self.block_lines = max(1, block_lines)
+        self._data = b""  # the chunk being fed, from offset _base (for the blocks' tails)
+        self._base = pos
 
     @property
     def has_partial(self) -> bool:
@@ -57,16 +72,32 @@ class LineSplitter:
 
     def moved_to(self, ref: FileRef) -> LineSplitter:
         """The same reading state continued in another file (a copytruncate copy)."""
-        other = LineSplitter(ref, self.pos, self.max_line, self.prefix)
+        other = LineSplitter(ref, self.pos, self.max_line, self.prefix, self.window, self.block_lines)
         other.start, other.pending, other.skipping = self.start, bytearray(self.pending), self.skipping
         other.in_nul = self.in_nul
         return other
 
     def feed(self, data: bytes) -> list[Block]:
         """Consume the next bytes of the file; return the lines they complete."""
-        if self.in_nul or b"\0" in data:
-            return self._feed_nuls(data)
-        return self._feed(data)
+        self._data, self._base = data, self.pos
+        try:
+            if self.in_nul or b"\0" in data:
+                return self._feed_nuls(data)
+            return self._feed(data)
+        finally:
+            self.window = (self.window + data[-TAIL_BYTES:])[-TAIL_BYTES:]
+            self._data, self._base = b"", self.pos
+
+    def _tail(self, end: int) -> str:
+        """The tail hash of ``end``: the raw bytes before it come from the chunk being fed and,
+        for an end near the chunk's start, from the window before it."""
+        rel = end - self._base
+        if rel >= TAIL_BYTES:
+            return tail_hash(self._data[rel - TAIL_BYTES : rel])
+        return tail_hash(self.window + self._data[:rel])
+
+    def _block(self, bounds: list[int], data: list[bytes], oversize: bool = False) -> Block:
+        return Block(self.ref, bounds, data, oversize, self._tail(bounds[-1]))
 
     def _feed_nuls(self, data: bytes) -> list[Block]:
         """Slow path: cut NUL runs out of the byte stream (see the module docstring)."""
@@ -92,7 +123,7 @@ class LineSplitter:
         return out
 
     def _end_nul(self) -> Block:
-        line = one_line(self.ref, self.start, self.pos, NUL_RUN, True)
+        line = self._block([self.start, self.pos], [NUL_RUN], True)
         self.start, self.in_nul = self.pos, False
         return line
 
@@ -137,7 +168,12 @@ class LineSplitter:
             parts = [p[:-1] if p[-1:] == b"\r" else p for p in parts]
         if start == 0 and parts[0][:3] == BOM:
             parts[0] = parts[0][3:]
-        out.append(Block(self.ref, bounds, parts))
+        n = self.block_lines
+        if len(parts) <= n:
+            out.append(self._block(bounds, parts))
+            return
+        for i in range(0, len(parts), n):
+            out.append(self._block(bounds[i : i + n + 1], parts[i : i + n]))
 
     def _run_checked(self, out: list[Block], parts: list[bytes], start: int) -> None:
         """Slow path for chunks larger than ``max_line``: some part may be oversize. The lines
@@ -147,15 +183,18 @@ class LineSplitter:
             end = start + len(part) + 1
             if len(part) > self.max_line:
                 if kept:
-                    out.append(Block(self.ref, bounds, kept))
-                out.append(one_line(self.ref, start, end, _clean(part[: self.prefix], start), True))
+                    out.append(self._block(bounds, kept))
+                out.append(self._block([start, end], [_clean(part[: self.prefix], start)], True))
                 bounds, kept = [end], []
             else:
+                if len(kept) == self.block_lines:
+                    out.append(self._block(bounds, kept))
+                    bounds, kept = [start], []
                 kept.append(_strip_cr(_clean(part, start)))
                 bounds.append(end)
             start = end
         if kept:
-            out.append(Block(self.ref, bounds, kept))
+            out.append(self._block(bounds, kept))
 
     def _hold(self, data: bytes) -> None:
         if self.skipping:
@@ -168,9 +207,9 @@ class LineSplitter:
     def _finish(self, end: int) -> Block:
         data = _clean(bytes(self.pending), self.start)
         if self.skipping:
-            line = one_line(self.ref, self.start, end, data, True)
+            line = self._block([self.start, end], [data], True)
         else:
-            line = one_line(self.ref, self.start, end, _strip_cr(data))
+            line = self._block([self.start, end], [_strip_cr(data)])
         self.pending.clear()
         self.skipping = False
         self.start = end

@@ -135,14 +135,14 @@ class Rotation:
         ref = FileRef(t.ref.source, t.ref.path, ident)
         out: list[Block] = []
         if copy.full:
-            split, tail = t.split.moved_to(ref), t.tail
+            split = t.split.moved_to(ref)
         else:  # we read bytes the copy never got (written between copy and truncate)
             line = t.release()
             out += [line] if line is not None else []
-            split = LineSplitter(ref, st.st_size, t.split.max_line, t.split.prefix)
-            tail = read_before(copy.fd, st.st_size)
+            split = LineSplitter(ref, st.st_size, t.split.max_line, t.split.prefix,
+                                 read_before(copy.fd, st.st_size), t.split.block_lines)
         c = Tracked(ref, (st.st_dev, st.st_ino), copy.path if copy.in_globs else None, copy.fd,
-                    split, t.head, tail, now)
+                    split, t.head, now)
         c.size, c.rotated, c.gone = st.st_size, True, not copy.in_globs
         self.files.add(c)
         self.matcher.deferred.pop(c.devino, None)

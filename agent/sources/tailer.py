@@ -7,7 +7,7 @@ the page cache in bounded chunks, which is faster than handing each step to a th
 
 Reading runs ahead of acknowledgements; acks only tell the engine what it may release (finished
 rotated files) and feed the status. The engine never writes checkpoints: the sink does, in the
-same transaction as the rows, asking :meth:`Tailer.tail_hash` for the hash it stores.
+same transaction as the rows, with the tail hash each block carries (see :mod:`.reader`).
 
 Events reported through ``on_event(name, fields)`` (all carry ``path``; most carry ``key``):
 ``file.permission_denied`` / ``file.permission_restored`` (retried every rescan),
@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
@@ -37,13 +36,10 @@ from watchfiles import Change
 from agent.model import Block, Checkpoint, FileRef
 from agent.sources.discovery import Globs
 from agent.sources.files import FileSet
-from agent.sources.handles import Opener, default_open, open_regular, read_before, read_head
-from agent.sources.identity import REWRITTEN, UNKNOWN, matches
-from agent.sources.identity import tail_hash as digest_tail
+from agent.sources.handles import Opener, default_open
 from agent.sources.links import LinkPolicy
 from agent.sources.options import FileStatus, SourceSpec, TailOptions
 from agent.sources.scanner import Scanner
-from agent.sources.tracked import Tracked
 from agent.sources.watch import Watcher
 
 OnEvent = Callable[[str, dict[str, Any]], None]
@@ -175,34 +171,6 @@ class Tailer:
     def ack(self, file: FileRef, offset: int) -> None:
         """The sink committed ``file`` up to ``offset``; finished files covered by it are released."""
         self._files.ack(file.identity, offset)
-
-    def tail_hash(self, file: FileRef, offset: int) -> str:
-        """Hash of the up to 64 bytes before ``offset`` in ``file``, for its checkpoint.
-
-        :data:`~agent.sources.identity.REWRITTEN` if those bytes were overwritten before we could
-        hash them (then the checkpoint is never trusted on restart), ``""`` for a file we do not
-        know (then the identity alone is trusted)."""
-        t = self._files.by_identity.get(file.identity)
-        if t is None:
-            return UNKNOWN
-        data = t.bytes_before(offset)
-        if data is None:
-            data = self._peek_before(t.tail_source if t.replaced else t, offset)
-        return REWRITTEN if data is None else digest_tail(data)
-
-    def _peek_before(self, t: Tracked | None, offset: int) -> bytes | None:
-        """Read bytes of a closed file through a short-lived descriptor, identity checked."""
-        if t is None or t.path is None or offset > t.pos:
-            return None
-        try:
-            fd, st = open_regular(self._opener, t.path)
-        except OSError:
-            return None
-        try:
-            same = (st.st_dev, st.st_ino) == t.devino and matches(t.ref.identity, read_head(fd))
-            return read_before(fd, offset) if same else None
-        finally:
-            os.close(fd)
 
     def files(self) -> list[FileStatus]:
         """Every tracked file: size, read and acknowledged offsets (``size - acked`` = behind)."""

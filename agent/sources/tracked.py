@@ -22,7 +22,7 @@ import os
 
 from agent.model import Block, FileRef
 from agent.sources.handles import close_quietly, read_before
-from agent.sources.identity import FINGERPRINT_BYTES, TAIL_BYTES
+from agent.sources.identity import FINGERPRINT_BYTES
 from agent.sources.reader import LineSplitter
 
 DevIno = tuple[int, int]
@@ -33,18 +33,17 @@ class Tracked:
 
     __slots__ = (
         "acked", "devino", "done", "emitted", "fd", "gone", "head", "last_growth", "last_used",
-        "mtime_ns", "path", "ref", "replaced", "rotated", "size", "split", "stale", "tail", "tail_source",
+        "mtime_ns", "path", "ref", "replaced", "rotated", "size", "split", "stale", "tail_source",
     )
 
     def __init__(self, ref: FileRef, devino: DevIno, path: str | None, fd: int | None,
-                 split: LineSplitter, head: bytes, tail: bytes, now: float) -> None:
+                 split: LineSplitter, head: bytes, now: float) -> None:
         self.ref = ref
         self.devino = devino
         self.path = path  # where the globs found it last (None: no globbed path leads to it)
         self.fd = fd
         self.split = split
         self.head = head  # first bytes of this generation, up to the fingerprint window
-        self.tail = tail  # up to 64 bytes just before split.pos
         self.size = split.pos
         self.mtime_ns = 0
         self.acked = split.start
@@ -61,6 +60,11 @@ class Tracked:
     @property
     def pos(self) -> int:
         return self.split.pos
+
+    @property
+    def tail(self) -> bytes:
+        """The up to 64 bytes just before the read offset, as they were read (the splitter's)."""
+        return self.split.window
 
     @property
     def unread(self) -> int:
@@ -113,18 +117,6 @@ class Tracked:
             self.emitted = line.end
         return line
 
-    def bytes_before(self, offset: int) -> bytes | None:
-        """The bytes before ``offset`` as they were read, or ``None`` if no longer reachable."""
-        if offset == self.split.pos:
-            return self.tail
-        source = self.tail_source if self.replaced else self
-        if source is None or source.fd is None or offset > source.split.pos:
-            return None
-        try:
-            return read_before(source.fd, offset)
-        except OSError:
-            return None
-
     def close(self) -> bool:
         """Close the descriptor; return whether one was open."""
         was_open = self.fd is not None
@@ -133,8 +125,8 @@ class Tracked:
         return was_open
 
     def _remember(self, data: bytes) -> None:
+        """Complete the head (the fingerprint window) from bytes about to be fed."""
         base = self.split.pos
-        self.tail = data[-TAIL_BYTES:] if len(data) >= TAIL_BYTES else (self.tail + data)[-TAIL_BYTES:]
         h = len(self.head)
         if h < FINGERPRINT_BYTES and base <= h < base + len(data):
             self.head += data[h - base : FINGERPRINT_BYTES - base]

@@ -8,12 +8,12 @@ import asyncpg
 import pytest
 
 from agent.sink.writer import Writer
-from tests.factories import fake_hash
+from tests.integration.support import writer_on
 
 
 @pytest.fixture
 async def writer(dsn: str) -> AsyncIterator[Writer]:
-    """A Writer as the agent's committer uses it, with a stand-in for the tailer's tail hash."""
-    conn = await asyncpg.connect(dsn)
-    yield Writer(conn, "agent-test", fake_hash)
+    """A Writer as the agent's committer uses it, on its own connection (no statement cache)."""
+    conn = await asyncpg.connect(dsn, statement_cache_size=0)
+    yield await writer_on(conn)
     await conn.close()

@@ -13,7 +13,8 @@ import asyncio
 import asyncpg
 
 from agent.sink.writer import Writer
-from tests.factories import FileWriter, fake_hash, file_ref, span_row, spans
+from tests.factories import FileWriter, file_ref, span_row, spans
+from tests.integration.support import writer_on
 
 
 async def counts(conn: asyncpg.Connection) -> tuple[list[int], int]:
@@ -46,7 +47,7 @@ async def test_a_replayed_batch_from_another_file_copy_is_one_row_each(
 async def test_two_agents_racing_on_a_new_file_give_one_row_each(dsn: str, conn: asyncpg.Connection) -> None:
     a_conn, b_conn = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
     try:
-        a, b = Writer(a_conn, "agent-a", fake_hash), Writer(b_conn, "agent-b", fake_hash)
+        a, b = await writer_on(a_conn, "agent-a"), await writer_on(b_conn, "agent-b")
         fw_a, fw_b = FileWriter(), FileWriter()  # both agents tail the same (new) file
         batch_a, batch_b = spans(fw_a, range(300)), spans(fw_b, range(300))
         results = await asyncio.gather(a.commit(batch_a), b.commit(batch_b))

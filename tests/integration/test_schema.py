@@ -247,10 +247,10 @@ async def _writer_commits_as(ingest: asyncpg.Connection) -> None:
     """The writer's whole path with only the printed grants: COPY, the upsert after a duplicate,
     trace merges, a dead letter and checkpoints."""
     from agent.model import DeadLetter
-    from agent.sink.writer import Writer
     from tests.factories import FileWriter, span_row, trace_row
+    from tests.integration.support import writer_on
 
-    w, fw = Writer(ingest, "grants-test", lambda f, o: f"h{o}"), FileWriter()
+    w, fw = await writer_on(ingest, "grants-test"), FileWriter()
     trace = "4bf92f3577b34da6a3ce929d0e0e4736"
     await w.commit([fw.item(span_row(1)), fw.item(trace_row(trace, status="in_progress"))])
     stats = await w.commit([fw.item(span_row(1)), fw.item(span_row(2)), fw.item(trace_row(trace, status="completed")),
@@ -282,10 +282,10 @@ async def test_an_agent_that_may_not_migrate_waits_for_version_2(conn: asyncpg.C
 
     await conn.execute("DELETE FROM hypertail.schema_version WHERE version = 2")
     await conn.execute("INSERT INTO hypertail.schema_version (version) VALUES (1) ON CONFLICT DO NOTHING")
-    sink = Sink(Settings.model_validate({"database": {"dsn": dsn}}), dsn, lambda f, o: "")
+    sink = Sink(Settings.model_validate({"database": {"dsn": dsn}}), dsn)
     try:
         writer = await sink._connection()
         with pytest.raises(StallError, match="schema version 1 is older than 2"):
-            await sink._check_schema(writer.conn, apply=False)
+            await sink._check_schema(writer.session.conn, apply=False)
     finally:
         await sink.close()

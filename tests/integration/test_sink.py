@@ -14,7 +14,8 @@ from agent.config import Settings
 from agent.model import DeadLetter
 from agent.sink.sink import Sink
 from agent.sink.writer import Writer
-from tests.factories import FileWriter, fake_hash, file_ref, span_row, spans, trace_row
+from tests.factories import FileWriter, file_ref, span_row, spans, trace_row
+from tests.integration.support import writer_on
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -33,7 +34,7 @@ async def checkpoint(conn: asyncpg.Connection, key: str) -> int | None:
 async def test_copy_rows_and_move_checkpoint_together(writer: Writer, conn: asyncpg.Connection) -> None:
     fw = FileWriter()
     items = spans(fw, range(500))
-    stats = await writer.commit(items)
+    stats = await writer.commit(items, tails=fw.tails())
     assert stats.rows == {"spans": 500}
     assert stats.attempts == 1
     assert await span_seqs(conn) == list(range(500))
@@ -120,7 +121,7 @@ async def test_poison_rows_are_isolated(dsn: str, conn: asyncpg.Connection, errc
     await conn.execute(f"ALTER DATABASE \"{db}\" SET test.errcode = '{errcode}'")
     wconn = await asyncpg.connect(dsn)
     try:
-        w = Writer(wconn, "agent-test", fake_hash)
+        w = await writer_on(wconn)
         fw = FileWriter()
         stats = await w.commit(spans(fw, range(n)))
     finally:
@@ -137,7 +138,7 @@ async def test_two_writers_on_one_file_never_duplicate(dsn: str, conn: asyncpg.C
     """Both agents read the same file and commit overlapping batches concurrently."""
     a, b = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
     try:
-        wa, wb = Writer(a, "agent-a", fake_hash), Writer(b, "agent-b", fake_hash)
+        wa, wb = await writer_on(a, "agent-a"), await writer_on(b, "agent-b")
         fa, fb = FileWriter(file_ref()), FileWriter(file_ref())
         items_a, items_b = spans(fa, range(3000)), spans(fb, range(3000))
         sizes_a, sizes_b = [700, 300, 1200, 800], [100, 1500, 1000, 400]
@@ -164,12 +165,12 @@ async def test_prebuilt_tables_serve_only_while_no_line_is_dropped(dsn: str, con
     try:
         fw = FileWriter()
         items = spans(fw, range(100))
-        await Writer(other, "agent-b", fake_hash).commit(items[:40])
-        mine = Writer(await asyncpg.connect(dsn), "agent-a", fake_hash)
+        await (await writer_on(other, "agent-b")).commit(items[:40])
+        mine = await writer_on(await asyncpg.connect(dsn), "agent-a")
         try:
             stats = await mine.commit(items, tables=build_tables(items))
         finally:
-            await mine.conn.close()
+            await mine.session.close(grace_s=2)
     finally:
         await other.close()
     assert (stats.skipped_lines, stats.rows) == (40, {"spans": 60})
@@ -177,7 +178,7 @@ async def test_prebuilt_tables_serve_only_while_no_line_is_dropped(dsn: str, con
     assert await checkpoint(conn, fw.file.identity.key) == fw.offset
     fresh = FileWriter(file_ref("other.log", ino=2))  # a file nobody committed: every line stays
     more = spans(fresh, range(100, 110))
-    stats = await Writer(conn, "agent-a", fake_hash).commit(more, tables=build_tables(more))
+    stats = await (await writer_on(conn, "agent-a")).commit(more, tables=build_tables(more))
     assert (stats.skipped_lines, stats.rows) == (0, {"spans": 10})
 
 
@@ -208,7 +209,7 @@ def sink_settings(**db: object) -> Settings:
 @pytest.mark.parametrize("code", ["53100", "57P01", "40P01", "40001", "55P03", "57014"])
 async def test_retryable_sqlstates_are_retried_exactly(dsn: str, conn: asyncpg.Connection, code: str) -> None:
     await conn.execute(RETRY_TRIGGER % {"fail": 3, "code": code})
-    sink = Sink(sink_settings(), dsn, fake_hash)
+    sink = Sink(sink_settings(), dsn)
     retries: list[str] = []
     sink.on_retry = lambda err, attempt, delay: retries.append(err.sqlstate or "")
     fw = FileWriter()
@@ -230,7 +231,7 @@ async def test_terminated_backend_mid_copy_is_retried(dsn: str, conn: asyncpg.Co
         END $$ LANGUAGE plpgsql;
         CREATE TRIGGER kill_me BEFORE INSERT ON observability.spans FOR EACH STATEMENT EXECUTE FUNCTION kill_me();
     """)
-    sink = Sink(sink_settings(), dsn, fake_hash)
+    sink = Sink(sink_settings(), dsn)
     fw = FileWriter()
     await sink.commit(spans(fw, range(50)))
     await sink.close()
@@ -245,9 +246,9 @@ async def test_revoked_privilege_stalls_then_recovers(dsn: str, conn: asyncpg.Co
     await conn.execute(f"DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN")
     await conn.execute(grants_for(role))
     await conn.execute(f"REVOKE INSERT ON observability.spans FROM {role}")
-    sink = Sink(sink_settings(), dsn.replace("postgres:@", f"{role}:@").replace("//postgres@", f"//{role}@"), fake_hash)
+    sink = Sink(sink_settings(), dsn.replace("postgres:@", f"{role}:@").replace("//postgres@", f"//{role}@"))
     if role not in sink.dsn:
-        sink = Sink(sink_settings(), dsn, fake_hash)
+        sink = Sink(sink_settings(), dsn)
         pytest.fail("test DSN has no user part to replace")
     fw = FileWriter()
     task = asyncio.create_task(sink.commit(spans(fw, range(20))))

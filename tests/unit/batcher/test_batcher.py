@@ -1,63 +1,92 @@
-"""Batcher: flush policy, per-file marks and the in-memory merge rule (pure, no database)."""
+"""Batcher: flush policy, block tails and the in-memory merge rule (pure, no database)."""
 
 from __future__ import annotations
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agent import contract
-from agent.batcher import Batcher, FlushPolicy, build_tables, merge_values
+from agent.batcher import Batcher, FlushPolicy, build_tables, merge_in_order, merge_values
 from agent.model import AppLog, DeadLetter
-from tests.factories import FileWriter, span_row, trace_row
+from tests.factories import FileWriter, file_ref, span_row, trace_row
 
 TID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def add(b: Batcher, fw: FileWriter, *seqs: int) -> None:
+    b.add_block(*fw.block([span_row(s) for s in seqs]))
 
 
 def test_flush_on_rows_bytes_and_age() -> None:
     b = Batcher(FlushPolicy(max_rows=3, max_bytes=10**9, max_age_s=0.2))
     fw = FileWriter()
     assert not b.due()
-    b.add(fw.item(span_row(0)))
+    add(b, fw, 0)
     created = b.current.created
     assert not b.due(now=created + 0.1)
     assert b.due(now=created + 0.21)
-    b.add(fw.item(span_row(1)))
-    b.add(fw.item(span_row(2)))
+    add(b, fw, 1, 2)
     assert b.full()
     batch = b.take()
     assert len(batch) == 3 and not b.current.items
     small = Batcher(FlushPolicy(max_rows=10**6, max_bytes=2000, max_age_s=9))
-    small.add(fw.item(span_row(3)))
+    add(small, fw, 3)
     assert not small.full()
-    small.add(fw.item(span_row(4)))
+    add(small, fw, 4)
     assert small.full()
 
 
-def test_build_tables_groups_and_dedupes() -> None:
+def test_a_block_fits_only_within_max_rows_and_its_tail_is_kept() -> None:
+    b = Batcher(FlushPolicy(max_rows=4, max_bytes=10**9, max_age_s=9))
+    fw, other = FileWriter(), FileWriter(file_ref("other.log", ino=2))
+    assert b.fits(10)  # an empty batch takes any block
+    add(b, fw, 0, 1)
+    add(b, other, 2)
+    assert b.fits(1) and not b.fits(2)
+    add(b, fw, 3)
+    assert b.current.tails == {**fw.tails(), **other.tails()}  # each file's last block's end and tail
+
+
+def test_build_tables_groups_plain_rows_in_order_and_merges_merge_records() -> None:
+    """Plain rows keep their order and repeats (the database keeps the first, or merges spans:
+    see agent.batcher's rule); records that merge are merged in memory."""
     fw = FileWriter()
     items = [
-        fw.item(span_row(1)), fw.item(span_row(1)), fw.item(span_row(2)),
+        fw.item(span_row(1)), fw.item(span_row(1, name="again")), fw.item(span_row(2)),
         fw.item(DeadLetter("bad", None)), fw.item(AppLog("info")),
         fw.item(trace_row(TID, status="in_progress", operation_type="chat")),
         fw.item(trace_row(TID, status="completed", duration_ms=5)),
     ]
     t = build_tables(items)
-    assert len(t.copy["spans"]) == 2
+    names = contract.COLUMNS["spans"].index("name")
+    assert [r[names] for r in t.copy["spans"]] == ["op-1", "again", "op-2"]
     assert len(t.merge["traces"]) == 1
     merged = dict(zip(contract.COLUMNS["traces"], t.merge["traces"][0], strict=True))
     assert (merged["status"], merged["operation_type"], merged["duration_ms"]) == ("completed", "chat", 5)
-    assert len(t.dead) == 1 and t.app_logs == 1 and t.rows == 3
+    assert len(t.dead) == 1 and t.app_logs == 1 and t.rows == 4
 
 
-def test_plain_row_joins_merge_set_for_same_key() -> None:
+@pytest.mark.parametrize("end_first", [True, False])
+def test_plain_row_joins_merge_set_for_same_key_in_arrival_order(end_first: bool) -> None:
     fw = FileWriter()
-    start = span_row(7, status="in_progress", duration_ms=None)
-    end = span_row(7, status="completed", duration_ms=70)
-    t = build_tables([fw.item(end), fw.item(start)])
-    assert "spans" not in t.copy
+    start = span_row(7, status="in_progress", duration_ms=None, model="start-model")
+    end = span_row(7, status="completed", duration_ms=70, model="end-model")
+    other = span_row(8)
+    t = build_tables([fw.item(r) for r in ([end, other, start] if end_first else [start, other, end])])
+    assert len(t.copy["spans"]) == 1  # span 8 alone
     row = dict(zip(contract.COLUMNS["spans"], t.merge["spans"][0], strict=True))
+    # the final status whatever the order; other columns: the later line's non-null value wins
     assert (row["status"], row["duration_ms"]) == ("completed", 70)
+    assert row["model"] == ("start-model" if end_first else "end-model")
+
+
+def test_merge_in_order_keeps_one_row_per_key() -> None:
+    rows = [span_row(1).values, span_row(2).values, span_row(1, name="later").values]
+    merged = merge_in_order("spans", rows)
+    names = contract.COLUMNS["spans"].index("name")
+    assert [r[names] for r in merged] == ["later", "op-2"]
 
 
 statuses = st.sampled_from(["in_progress", "completed", "failed"])

@@ -68,16 +68,17 @@ class Sink:
         self.checkpoints: dict[str, Checkpoint] = {}
 
     def take(self, tailer: Tailer, blocks: Sequence[Block]) -> list[Line]:
+        """Commit ``blocks`` as the agent's sink does: each file's checkpoint at the end of its
+        last block, with the tail hash that block carries."""
         lines = lines_of(blocks)
         self.lines += lines
-        last: dict[str, Line] = {}
-        for line in lines:
-            last[line.file.identity.key] = line
-        for key, line in last.items():
-            f = line.file
-            th = tailer.tail_hash(f, line.end)
-            self.checkpoints[key] = Checkpoint(f.identity, f.path, f.source, line.end, th)
-            tailer.ack(f, line.end)
+        last: dict[str, Block] = {}
+        for block in blocks:
+            last[block.file.identity.key] = block
+        for key, block in last.items():
+            f = block.file
+            self.checkpoints[key] = Checkpoint(f.identity, f.path, f.source, block.end, block.tail)
+            tailer.ack(f, block.end)
         return list(lines)
 
     def poll(self, tailer: Tailer, rounds: int = 1) -> list[Line]:

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.model import NUL_RUN, Block, FileIdentity, FileRef, Line
+from agent.sources.identity import tail_hash
 from agent.sources.reader import BOM, LineSplitter
 
 from .support import lines_of
@@ -53,24 +54,65 @@ def test_partial_line_is_held_until_its_newline() -> None:
     assert release(s) is None
 
 
+def blk(raw: bytes, bounds: list[int], data: list[bytes], oversize: bool = False) -> Block:
+    """The block expected over the file bytes ``raw`` (read from offset 0): its tail is the hash
+    of the bytes before its end."""
+    return Block(REF, bounds, data, oversize, tail_hash(raw[: bounds[-1]]))
+
+
 def test_a_run_of_lines_is_one_block_with_exact_bounds() -> None:
     s = LineSplitter(REF, 0, 1 << 20, 16)
-    assert s.feed(b"ab\r\ncde\nf") == [Block(REF, [0, 4, 8], [b"ab", b"cde"])]
-    assert s.feed(b"g\nh\n") == [Block(REF, [8, 11], [b"fg"]), Block(REF, [11, 13], [b"h"])]
+    raw = b"ab\r\ncde\nfg\nh\n"
+    assert s.feed(b"ab\r\ncde\nf") == [blk(raw, [0, 4, 8], [b"ab", b"cde"])]
+    assert s.feed(b"g\nh\n") == [blk(raw, [8, 11], [b"fg"]), blk(raw, [11, 13], [b"h"])]
     assert s.feed(b"") == [] and s.feed(b"i") == []
 
 
 def test_oversize_lines_cut_a_run_into_blocks() -> None:
     s = LineSplitter(REF, 0, 4, 2)
-    assert s.feed(b"a\nb\nxxxxxx\nc\n") == [
-        Block(REF, [0, 2, 4], [b"a", b"b"]), Block(REF, [4, 11], [b"xx"], True), Block(REF, [11, 13], [b"c"])]
+    raw = b"a\nb\nxxxxxx\nc\n"
+    assert s.feed(raw) == [
+        blk(raw, [0, 2, 4], [b"a", b"b"]), blk(raw, [4, 11], [b"xx"], True), blk(raw, [11, 13], [b"c"])]
 
 
-def test_block_part_keeps_the_bounds_of_its_lines() -> None:
-    block = Block(REF, [10, 12, 15, 19], [b"a", b"bb", b"ccc"])
-    assert block.part(1, 3) == Block(REF, [12, 15, 19], [b"bb", b"ccc"])
+def test_blocks_hold_at_most_block_lines_lines() -> None:
+    raw = b"".join(b"%d\n" % i for i in range(10))
+    for max_line in (1 << 20, 1):  # the fast path, and the checked path (every line oversize but one)
+        s = LineSplitter(REF, 0, max_line if max_line > 1 else 2, 2, block_lines=4)
+        blocks = s.feed(raw)
+        assert [len(b.data) for b in blocks] == [4, 4, 2]
+        assert [b.tail for b in blocks] == [tail_hash(raw[: b.end]) for b in blocks]
+        assert lines_of(blocks) == split(raw, max_line=max_line if max_line > 1 else 2, prefix=2)[0]
+
+
+def test_block_part_keeps_the_bounds_of_its_lines_and_the_tail_only_at_its_end() -> None:
+    block = Block(REF, [10, 12, 15, 19], [b"a", b"bb", b"ccc"], False, "t")
+    assert block.part(1, 3) == Block(REF, [12, 15, 19], [b"bb", b"ccc"], False, "t")
     assert block.part(0, 1).lines() == [Line(REF, 10, 12, b"a")]
+    assert block.part(0, 2).tail == ""  # unknown inside a block
     assert (block.start, block.end) == (10, 19)
+
+
+@given(st.lists(st.sampled_from([b"\0", b"\0" * 7, b"ab", b"\n", b"{}\n", b"\r\n", b"x" * 70 + b"\n",
+                                 b"y" * 300]), max_size=40),
+       st.lists(st.integers(min_value=1, max_value=2000), max_size=8),
+       st.integers(min_value=0, max_value=100))
+def test_every_block_carries_the_hash_of_the_bytes_before_its_end(pieces: list[bytes], cuts: list[int],
+                                                                  pos: int) -> None:
+    """Whatever the chunking, a block's tail is the hash of the up to 64 file bytes before its
+    end, which a restart compares with the file (``read_before``): resuming from a file that
+    already held ``pos`` bytes, with the splitter's window taken from them."""
+    prior = bytes(range(65, 65 + 26)) * 4
+    head = prior[:pos]
+    data = b"".join(pieces)
+    bounds = sorted({c for c in cuts if c < len(data)})
+    chunks = [data[a:b] for a, b in zip([0, *bounds], [*bounds, len(data)], strict=True)]
+    s = LineSplitter(REF, pos, 100, 10, window=head[-64:], block_lines=3)
+    blocks = [b for c in chunks for b in s.feed(c)]
+    last = s.release()
+    whole = head + data
+    for b in [*blocks, *([last] if last is not None else [])]:
+        assert b.tail == tail_hash(whole[: b.end])
 
 
 def test_crlf_and_bom_at_offset_zero_only() -> None:

@@ -15,7 +15,7 @@ from agent.model import Checkpoint
 from agent.sources import Tailer, TailOptions
 from agent.sources.identity import identify
 
-from .support import Clock, Sink, Writer, lines_of, spec, tailer
+from .support import Clock, Sink, Writer, spec, tailer
 
 Events = list[tuple[str, dict[str, object]]]
 
@@ -337,32 +337,25 @@ def test_a_plain_copy_with_the_same_head_is_read_after_the_grace_period(tmp_path
     assert sink.data() == Counter(lines * 2)
 
 
-def test_tail_hash_of_a_truncated_file_comes_from_its_copy(tmp_path: Path) -> None:
-    from agent.sources import REWRITTEN, tail_hash
+def test_a_blocks_tail_is_of_the_bytes_read_even_when_the_file_is_rewritten_before_the_commit(
+        tmp_path: Path) -> None:
+    """The sink stores the tail a block carries: a truncation (with or without a copy) between
+    the read and the commit cannot change it, and the file is never read again for it."""
+    from agent.sources import tail_hash
 
-    log = tmp_path / "app.log"
-    w = Writer(log)
-    lines_before = w.lines(3)
-    t = tailer([tmp_path / "app.log*"])
-    got = lines_of(t.poll_once())
-    original = log.read_bytes()
-    mid = got[1]
-    shutil.copyfile(log, tmp_path / "app.log.1")
-    os.truncate(log, 0)
-    w.lines(5)
-    t.poll_once()
-    assert t.tail_hash(mid.file, mid.end) == tail_hash(original[: mid.end])
-    assert len(lines_before) == 3
-    # without a copy the bytes are gone: a hash that never matches, so no blind resume
-    plain = tmp_path / "plain.log"
-    pw = Writer(plain)
-    pw.lines(3)
-    t2 = tailer([plain])
-    got2 = lines_of(t2.poll_once())
-    os.truncate(plain, 0)
-    pw.lines(1)
-    t2.poll_once()
-    assert t2.tail_hash(got2[0].file, got2[0].end) == REWRITTEN
+    for copy in (True, False):
+        log = tmp_path / f"app{copy}.log"
+        w = Writer(log)
+        w.lines(3)
+        t = tailer([tmp_path / f"app{copy}.log*"])
+        blocks = t.poll_once()
+        original = log.read_bytes()
+        if copy:
+            shutil.copyfile(log, tmp_path / f"app{copy}.log.1")
+        os.truncate(log, 0)
+        w.lines(5)
+        t.poll_once()
+        assert [b.tail for b in blocks] == [tail_hash(original[: b.end]) for b in blocks]
 
 
 def test_new_file_on_a_reused_inode_gets_a_new_key_whatever_its_head(tmp_path: Path) -> None:
