@@ -46,6 +46,14 @@ def span_row(seq: int, *, span_id: str | None = None, status: str = "completed",
     return Row("spans", values("spans", **fields), merge=status == contract.IN_PROGRESS)
 
 
+def chat_row(message_id: str, content: str, **extra: Any) -> Row:
+    """A chat message with its own id (uuid columns hold canonical text, as the parser gives)."""
+    fields: dict[str, Any] = {"id": message_id, "timestamp": T0, "role": "user", "content": content,
+                              "metadata": "{}"}
+    fields.update(extra)
+    return Row("chat_messages", values("chat_messages", **fields))
+
+
 def trace_row(trace_id: str, *, status: str, **extra: Any) -> Row:
     fields: dict[str, Any] = {
         "trace_id": trace_id, "timestamp": T0, "name": "chat", "status": status,

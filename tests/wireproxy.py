@@ -56,7 +56,8 @@ class RoundTrips:
                 with contextlib.suppress(Exception):
                     writer.close()
 
-        tasks = [asyncio.create_task(pump(c_reader, s_writer, True)), asyncio.create_task(pump(s_reader, c_writer, False))]
+        tasks = [asyncio.create_task(pump(c_reader, s_writer, True)),
+                 asyncio.create_task(pump(s_reader, c_writer, False))]
         self._tasks.update(tasks)
         await asyncio.gather(*tasks)
         self._tasks.difference_update(tasks)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import pytest
 
 from agent.sink.writer import Writer
-from tests.factories import FileWriter, file_ref, span_row, spans
+from tests.factories import FileWriter, chat_row, file_ref, span_row, spans
 from tests.integration.support import writer_on
 
 
@@ -31,6 +32,40 @@ async def test_the_same_span_in_a_later_batch_is_one_row_no_dead_letter(
     stats = await writer.commit([fw.item(span_row(3)), fw.item(span_row(10))])
     assert stats.dead_letters == []
     assert await counts(conn) == (list(range(11)), 0)
+
+
+MESSAGE = "5a3f0a52-9c1e-4c8a-9d2b-6e5f4a3b2c1d"
+
+
+@pytest.mark.parametrize("boundary", [None, 1, 2])
+async def test_a_repeated_key_keeps_the_first_line_whatever_the_batch_boundary(
+    writer: Writer, conn: asyncpg.Connection, boundary: int | None
+) -> None:
+    """The one rule for tables that do not merge (agent/batcher.py): the first line of a key
+    wins, whether its repeats share its batch or come in later ones."""
+    fw = FileWriter()
+    items = [fw.item(chat_row(MESSAGE, f"version {k}")) for k in range(3)]
+    for part in ([items] if boundary is None else [items[:boundary], items[boundary:]]):
+        stats = await writer.commit(part)
+        assert stats.dead_letters == []
+    rows = await conn.fetch("SELECT content FROM observability.chat_messages")
+    assert [r["content"] for r in rows] == ["version 0"]
+    assert await conn.fetchval("SELECT committed_offset FROM hypertail.checkpoints") == fw.offset
+
+
+@pytest.mark.parametrize("boundary", [None, 1, 2])
+async def test_a_repeated_span_merges_in_line_order_whatever_the_batch_boundary(
+    writer: Writer, conn: asyncpg.Connection, boundary: int | None
+) -> None:
+    """The merging tables' rule: later lines' non-null values win, in a batch as across batches."""
+    fw = FileWriter()
+    items = [fw.item(span_row(7, model=model, output_tokens=tokens))
+             for model, tokens in (("first", 1), ("second", None), ("third", 3))]
+    for part in ([items] if boundary is None else [items[:boundary], items[boundary:]]):
+        stats = await writer.commit(part)
+        assert stats.dead_letters == []
+    row = await conn.fetchrow("SELECT model, output_tokens FROM observability.spans")
+    assert (row["model"], row["output_tokens"]) == ("third", 3)
 
 
 async def test_a_replayed_batch_from_another_file_copy_is_one_row_each(
