@@ -3,18 +3,20 @@
     python bench/e2e.py [--dsn DSN] [--lines 200000] [--backlog-mb 1024] [--rate 2000 --seconds 20]
 
 1. Throughput: ``hypertail run --exit-when-idle`` on the mixed file of issue 11 (``tests/mixed.py``:
-   N lines of every kind and shape, mostly spans; two files, the second with another
-   discriminator key, as two sources) into the real tables with their indexes, against the plain
-   loop a user could write: ``orjson.loads`` each line, a tuple per row, asyncpg binary COPY
-   (``copy_records_to_table``) of 5,000 lines per transaction, one connection, same database and
-   tables. The plain loop skips what it cannot COPY (app logs; trace start records, which need a
-   merge with their end), so it does less work than the agent. The agent's figure excludes its
-   fixed start/stop cost, measured with an empty file.
+   N lines of every kind and shape, mostly spans, half of them dated weeks ago and half today;
+   two files, the second with another discriminator key, as two sources) into the real tables
+   with their indexes, against the plain loop a user could write: ``orjson.loads`` each line, a
+   tuple per row, asyncpg binary COPY (``copy_records_to_table``) of 5,000 lines per
+   transaction, one connection, same database and tables. The plain loop skips what it cannot
+   COPY (app logs; trace start records, which need a merge with their end), so it does less
+   work than the agent. The agent's figure excludes its fixed start/stop cost, measured with an
+   empty file.
 2. Latency: a writer appends lines at a steady rate while the agent runs; a BEFORE INSERT trigger
    stamps each row with the database clock, so latency = insert time - write time (the commit
    follows within the same transaction, a few ms later at most).
 3. CPU microseconds per line: the agent process's user+system time (from wait4), minus the
-   empty-file run, divided by N; the plain loop's own process CPU time, divided by N.
+   empty-file run, divided by N; the plain loop's own process CPU time, divided by N; and its
+   inverse, lines per CPU-second (a sidecar with ``cpu: 250m`` carries a quarter of that).
 4. Peak RSS of the agent process (sampled every 50 ms) while a backlog of --backlog-mb drains.
 
 Prints figures; asserts nothing.
@@ -34,7 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -50,7 +52,8 @@ from agent import contract  # noqa: E402
 from agent.config import SchemaSettings  # noqa: E402
 from agent.sink.schema import apply_schema  # noqa: E402
 from agent.sink.status import recreate_database  # noqa: E402
-from tests.mixed import CUSTOM_KEY, mixed, write_mixed  # noqa: E402
+from tests.mixed import CUSTOM_KEY, mixed  # noqa: E402
+from tests.mixed import T0 as mixed_t0_value  # noqa: E402
 from tests.pgserver import admin_dsn, drop_database, replace_database  # noqa: E402
 
 BATCH = 5000
@@ -93,9 +96,19 @@ def write_file(path: Path, n: int) -> int:
     return path.stat().st_size
 
 
+OLD_DAY = mixed_t0_value.strftime("%Y-%m-%dT").encode()  # the mixed file's day, weeks ago
+
+
 def write_mixed_files(logs: Path, n: int) -> int:
-    """The mixed file as ``app.log`` (default discriminator) and ``other.log`` (custom key)."""
-    return sum(write_mixed(n, logs / "app.log", logs / "other.log"))
+    """The mixed file as ``app.log`` (default discriminator) and ``other.log`` (custom key): its
+    first ``n // 2`` lines, each followed by the same line dated today, so that batches write
+    old and new time ranges (chunks) alike."""
+    today = datetime.now(UTC).strftime("%Y-%m-%dT").encode()
+    with (logs / "app.log").open("wb") as default, (logs / "other.log").open("wb") as custom:
+        for line in mixed(n // 2):
+            out = custom if line.key == CUSTOM_KEY else default
+            out.write(line.data + b"\n" + line.data.replace(OLD_DAY, today) + b"\n")
+        return default.tell() + custom.tell()
 
 
 def config(tmp: Path, dsn: str, logs: Path, **extra: str) -> Path:
@@ -238,8 +251,10 @@ async def plain_loop(dsn: str, files: list[tuple[Path, str]]) -> dict[str, float
 
 
 def expected_rows(n: int) -> int:
-    """Rows the mixed file gives: every record, a trace's start and end being one row."""
-    return sum(1 for line in mixed(n) if line.table is not None and line.expected.get("status") != "in_progress")
+    """Rows the mixed file gives: every record, a trace's start and end being one row (each line
+    twice, on two days: see write_mixed_files)."""
+    return 2 * sum(1 for line in mixed(n // 2)
+                   if line.table is not None and line.expected.get("status") != "in_progress")
 
 
 def throughput(admin: str, tmp: Path, n: int) -> dict[str, Any]:
@@ -266,6 +281,10 @@ def throughput(admin: str, tmp: Path, n: int) -> dict[str, Any]:
         "ratio_vs_plain_loop": round(plain["wall"] / agent_s, 2),
         "agent_cpu_us_per_line": round((agent["cpu"] - empty["cpu"]) / n * 1e6, 2),
         "plain_loop_cpu_us_per_line": round(plain["cpu"] / n * 1e6, 2),
+        "cpu_ratio_agent_to_plain_loop": round((agent["cpu"] - empty["cpu"]) / plain["cpu"], 2),
+        # what one CPU-second carries: a sidecar limited to `cpu: 250m` carries a quarter of it
+        "agent_lines_per_cpu_second": round(n / (agent["cpu"] - empty["cpu"])),
+        "plain_loop_lines_per_cpu_second": round(n / plain["cpu"]),
         "agent_peak_rss_mb": round(agent["peak_rss"] / 2**20, 1),
     }
 
