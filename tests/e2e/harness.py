@@ -164,6 +164,11 @@ def wait_until(pred: Any, timeout: float = 60, interval: float = 0.05, what: str
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def count_sync(dsn: str, sql: str = "SELECT count(*) FROM observability.spans") -> int:
+    """A count from synchronous code (a ``wait_until`` condition): spans, or what ``sql`` counts."""
+    return int(fetchval_sync(dsn, sql))
+
+
 def fetchval_sync(dsn: str, query: str, *args: Any) -> Any:
     """One value from ``dsn``, from synchronous code inside a running test coroutine: the tests
     run on an event loop already, so a short-lived loop in a thread asks the database."""

@@ -16,7 +16,7 @@ import asyncpg
 import psutil
 import pytest
 
-from tests.e2e.harness import Agent, assert_exact, dead_letters, fetchval_sync, seqs, span_line, wait_until
+from tests.e2e.harness import Agent, assert_exact, count_sync, dead_letters, seqs, span_line, wait_until
 from tests.unit.emit.test_processes import run_writers, seqs_in
 
 
@@ -30,9 +30,6 @@ async def db(dsn: str) -> AsyncIterator[asyncpg.Connection]:
 def lines(seqs_: range) -> bytes:
     return b"".join(span_line(s) for s in seqs_)
 
-
-def count_sync(dsn: str, sql: str = "SELECT count(*) FROM observability.spans") -> int:
-    return int(fetchval_sync(dsn, sql))
 
 
 def drain(agent: Agent, *args: str, timeout: float = 120) -> None:
@@ -65,7 +62,7 @@ async def test_stale_writer_after_copytruncate(agent: Agent, logs: Path, db: asy
         wait_until(lambda: count_sync(agent.dsn) == 100, what="first 100 rows")
         (logs / "app.log.1").write_bytes(path.read_bytes())  # the copy (outside the globs)
         os.truncate(path, 0)
-        time.sleep(0.5)
+        wait_until(lambda: '"kind":"file.rewritten"' in agent.output(), what="the agent to see the truncation")
         os.write(fd, lines(range(100, 200)))  # lands at its old offset: a hole before it
         wait_until(lambda: count_sync(agent.dsn) == 200, what="all 200 rows")
         assert agent.term() == 0, agent.output()
@@ -98,7 +95,6 @@ async def test_sync_status_with_two_versions_of_one_path(
     time.sleep(1.0)  # several sync rounds (every 200 ms) while both versions are tracked
     dl_sql = "SELECT count(*) FROM hypertail.dead_letters"
     wait_until(lambda: count_sync(agent.dsn, dl_sql) == 1, what="the held partial released after the grace")
-    time.sleep(0.5)
     assert agent.term() == 0, agent.output()
     assert "sync.failed" not in agent.output()
     status = await db.fetch("SELECT entity_id, sync_status FROM observability.provider_sync_status "
@@ -229,14 +225,12 @@ async def test_inode_reuse_with_identical_heads_while_running(
     agent.env = {"HYPERTAIL_TAIL__ROTATE_GRACE_MS": "100"}
     agent.start()
     wait_until(lambda: count_sync(agent.dsn) == 300, what="first versions")
-    time.sleep(0.5)  # committed and acked
     assert agent.proc is not None
     freed = remove(logs, names)
     wait_until(lambda: deleted_fds(agent.proc.pid) == 0, timeout=30, what="the agent to let go of the old inodes")
     reused, total = write_on_freed(logs, names, freed, 300, SIZES)
     assert reused >= 1  # the scenario: new files on the old inodes, with the same head
     wait_until(lambda: count_sync(agent.dsn) >= total, timeout=60, what=f"{total} rows")
-    time.sleep(0.5)
     assert agent.term() == 0, agent.output()
     assert_exact(await seqs(db), total)
     assert await dead_letters(db) == []
@@ -267,7 +261,6 @@ async def test_eight_processes_share_one_path_while_the_agent_tails(
     assert stats == [(0, 2500)] * 8  # nothing dropped
     assert sorted(seqs_in(logs).elements()) == list(range(20_000))  # every line in exactly one file
     wait_until(lambda: count_sync(agent.dsn) >= 20_000, timeout=120, what="20000 rows")
-    time.sleep(0.5)
     assert agent.term() == 0, agent.output()
     assert_exact(await seqs(db), 20_000)
     assert await dead_letters(db) == []

@@ -23,8 +23,8 @@ from tests.e2e.harness import (
     Agent,
     assert_exact,
     checkpoints,
+    count_sync,
     dead_letters,
-    fetchval_sync,
     seqs,
     span_line,
     wait_until,
@@ -43,9 +43,6 @@ def write_lines(path: Path, seqs_: range, *, partial: bytes = b"") -> None:
     with path.open("ab") as fh:
         fh.write(b"".join(span_line(s) for s in seqs_) + partial)
 
-
-def count_sync(dsn: str) -> int:
-    return int(fetchval_sync(dsn, "SELECT count(*) FROM observability.spans"))
 
 
 async def test_backfill_exact_and_exit_when_idle(agent: Agent, logs: Path, db: asyncpg.Connection) -> None:
@@ -209,13 +206,13 @@ async def test_database_restart_mid_run(
     writer = Writer(logs / "app.log", n, rate=2000)
     writer.start()
     agent.start()
-    time.sleep(1.5)
+    wait_until(lambda: count_sync(agent.dsn) >= 1000, what="rows committed before the outage")
     await db.close()
     pg_server.stop(mode)
     _status, body = _wait_probe(agent, "/readyz", 503)
     assert "database unreachable" in str(body)
     assert agent.get("/livez")[0] == 200
-    time.sleep(1.0)
+    time.sleep(1.0)  # the outage lasts a while: the writer goes on appending into it
     pg_server.start()
     writer.join()
     wait_until(lambda: count_sync(agent.dsn) >= n, timeout=90, what="all rows after restart")
@@ -293,10 +290,10 @@ async def test_stop_while_a_background_job_waits_on_a_lock(
     wait_until(lambda: count_sync(dsn) == 500, timeout=60, what="the rows")
     async with db.transaction():
         await db.execute("LOCK TABLE observability.provider_sync_status IN ACCESS EXCLUSIVE MODE")
-        await asyncio.sleep(1.0)  # sync_interval_ms = 200: the agent's next report now waits on the lock
-        waiting = await db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hypertail' AND wait_event_type = 'Lock'")
-        assert waiting >= 1
+        waiting_sql = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hypertail' "
+                       "AND wait_event_type = 'Lock'")
+        # sync_interval_ms = 200: the agent's next report soon waits on the lock
+        wait_until(lambda: count_sync(dsn, waiting_sql) >= 1, timeout=30, what="a report waiting on the lock")
         write_lines(logs / "app.log", range(500, 600))  # and ingestion goes on meanwhile
         wait_until(lambda: count_sync(dsn) == 600, timeout=60, what="the rows written under the lock")
         code = await asyncio.to_thread(agent.term)  # while the lock is still held
@@ -327,7 +324,9 @@ async def test_trace_start_end_and_duplicate_span_end_to_end(
     wait_until(lambda: count_sync(agent.dsn) == 1, what="the span")
     with f.open("ab") as fh:
         fh.write(orjson.dumps(start) + b"\n")
-    time.sleep(1.0)
+    size = os.path.getsize(f)
+    committed_sql = f"SELECT coalesce(max(committed_offset), 0) FROM hypertail.checkpoints WHERE path = '{f}'"
+    wait_until(lambda: count_sync(agent.dsn, committed_sql) == size, what="the start record committed")
     assert agent.term() == 0
     rows = await db.fetch("SELECT status, duration_ms, operation_type FROM observability.traces")
     assert [tuple(r) for r in rows] == [("completed", 1500, "chat")]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.e2e.harness import Agent, assert_exact, seqs, span_line, wait_until
+from tests.e2e.harness import Agent, assert_exact, count_sync, seqs, span_line, wait_until
 
 REFUSE_DDL = """
 CREATE OR REPLACE FUNCTION refuse_alter() RETURNS event_trigger AS $$
@@ -53,16 +53,11 @@ async def test_refused_ddl_stalls_visibly_then_resumes(agent: Agent, logs: Path,
         try:
             wait_until(lambda: readyz(agent)[0] == 503 and "0A000" in readyz(agent)[1],
                        timeout=30, what="readiness to fail with the SQLSTATE")
-            row = await conn.fetchrow(
-                "SELECT sync_status, error_message FROM observability.provider_sync_status "
-                "WHERE entity_type = 'agent' AND entity_id = 'e2e-agent'")
-            for _ in range(100):
-                if row is not None and row["sync_status"] == "stalled":
-                    break
-                await asyncio.sleep(0.1)
-                row = await conn.fetchrow(
-                    "SELECT sync_status, error_message FROM observability.provider_sync_status "
-                    "WHERE entity_type = 'agent' AND entity_id = 'e2e-agent'")
+            agent_row = ("SELECT sync_status, error_message FROM observability.provider_sync_status "
+                         "WHERE entity_type = 'agent' AND entity_id = 'e2e-agent'")
+            stalled = f"SELECT count(*) FROM ({agent_row}) r WHERE sync_status = 'stalled'"
+            wait_until(lambda: count_sync(dsn, stalled) == 1, timeout=10, what="the agent's row to say stalled")
+            row = await conn.fetchrow(agent_row)
             assert row is not None and row["sync_status"] == "stalled" and "0A000" in row["error_message"]
             [me] = status_json(agent)["agents"]  # type: ignore[misc]
             assert me["status"] == "stalled" and "ALTER TABLE is refused here" in me["error"]
@@ -74,10 +69,7 @@ async def test_refused_ddl_stalls_visibly_then_resumes(agent: Agent, logs: Path,
 
             await conn.execute("DROP EVENT TRIGGER refuse_alter")
             wait_until(lambda: readyz(agent)[0] == 200, timeout=30, what="readiness after the fix")
-            for _ in range(200):
-                if len(await seqs(conn)) == 100:
-                    break
-                await asyncio.sleep(0.1)
+            wait_until(lambda: count_sync(dsn) == 100, timeout=20, what="the rows after the fix")
             assert_exact(await seqs(conn), 100)
         finally:
             agent.stop_quietly()

@@ -1,13 +1,16 @@
 """Helpers for the sources tests: numbered lines, a writer that behaves like an app, a fake
 clock, and a fake sink that acknowledges everything and keeps checkpoints the way the real sink
-does (one per identity key, with the tail hash asked from the tailer before "committing")."""
+does (one per identity key, with the tail hash its last block carries), and ``until`` for the
+asyncio tests."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
+import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from agent.model import Block, Checkpoint, Line
@@ -122,3 +125,12 @@ def tailer(patterns: Iterable[Path | str], sink: Sink | None = None, clock: Cloc
 
 def counter(items: Iterable[bytes]) -> Counter[bytes]:
     return Counter(items)
+
+
+async def until(pred: Callable[[], bool], what: str, within_s: float = 20) -> None:
+    """Wait, on the event loop, until ``pred()`` holds (the loop under test runs meanwhile)."""
+    deadline = time.monotonic() + within_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within_s}s waiting for {what}")
+        await asyncio.sleep(0.01)
