@@ -2,7 +2,10 @@
 
 Each class says what the caller does: retry with backoff (:class:`RetryableError`), split the
 batch to find the poison rows (:class:`DataError`), or stall until a human acts
-(:class:`StallError`). Nothing else in the agent inspects asyncpg exceptions.
+(:class:`StallError`). Two places look at an asyncpg exception before it gets here, each for a
+decision of its own: the writer takes a unique violation of its optimistic COPY as "upsert this
+table instead" (:class:`~agent.sink.writer.KeyConflict`), and the schema's CREATE EXTENSION
+attempt takes a refusal as "use plain mode".
 """
 
 from __future__ import annotations

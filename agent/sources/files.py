@@ -2,9 +2,10 @@
 
 Kept apart from the scan logic so that the rules about descriptors live in one place:
 
-* at most ``max_open_files`` descriptors; to make room the least recently used *reopenable* file
-  is closed (one still reachable by a globbed path, preferring fully read ones). Files that are
-  gone from the globs are never closed before they are drained: they cannot be reopened.
+* at most ``max_open_files`` descriptors; to make room, an eighth of the budget is closed at
+  once among the *reopenable* files (still reachable by a globbed path), fully read ones first,
+  then the least recently used, so the next opens find room without another pass. Files that
+  are gone from the globs are never closed before they are drained: they cannot be reopened.
 * a descriptor is reopened by path and accepted only if device, inode and fingerprint agree.
 * a finished (``done``) file gives its descriptor back at once (its blocks carry their tail
   hashes, so nothing reads it again) and is forgotten once acks reach the end of what it emitted.

@@ -48,7 +48,7 @@ class SourceSpec:
 class TailOptions:
     """Knobs of the tailing engine. Defaults suit ordinary application logs.
 
-    * ``max_line_bytes``: a longer line becomes one ``oversize`` Line holding its first
+    * ``max_line_bytes``: a longer line becomes one ``oversize`` Block holding its first
       ``oversize_prefix_bytes`` bytes; memory stays bounded by this, whatever the line length.
     * ``rescan_interval_s``: the full glob + stat scan (the source of truth); events only wake it.
     * ``read_interval_s``: how often open files are checked for growth without any event, which

@@ -29,7 +29,8 @@ DevIno = tuple[int, int]
 
 
 class Tracked:
-    """Mutable state of one file generation; only the registry and tailer touch it."""
+    """Mutable state of one file generation: :class:`~agent.sources.files.FileSet` holds it, and
+    only the sources' own modules (scan, matching, rotation, the tailer) change it."""
 
     __slots__ = (
         "acked", "devino", "done", "emitted", "fd", "gone", "head", "last_growth", "last_used",
