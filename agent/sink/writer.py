@@ -41,6 +41,7 @@ from agent import contract
 from agent.batcher import Tables, build_tables
 from agent.errors import DataError, RetryableError, StallError
 from agent.model import DeadLetter, FileRef, Item
+from agent.sink.backfill import last_row_times
 from agent.sink.classify import classify
 from agent.sink.statements import CHECKPOINT_SQL, COLUMN_TYPES_SQL, DEAD_LETTER_SQL, LOCK_SQL, upsert_sql
 
@@ -250,13 +251,14 @@ class Writer:
         last = dict(zip(map(_key_of, items), items, strict=True))  # each file's last line
         if not last:
             return
-        cols: list[list[Any]] = [[] for _ in range(10)]
+        cols: list[list[Any]] = [[] for _ in range(11)]
+        times = last_row_times(items, last)
         for key, item in last.items():
             f, end = item.line.file, item.line.end
             th = self.tail_hash(f, end)
             ident = f.identity
             row = (key, f.source, f.path, ident.dev, ident.ino, ident.fingerprint, ident.fingerprint_len, end, th,
-                   expected.get(key, 0))
+                   expected.get(key, 0), times.get(key))
             for col, value in zip(cols, row, strict=True):
                 col.append(value)
             stats.committed[key] = Committed(f, end, th)
