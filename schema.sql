@@ -1,4 +1,5 @@
--- hypertail schema, version 2 (2 added observability.logs).
+-- hypertail schema, version 3 (2 added observability.logs; 3 added hypertail.checkpoints.data_time,
+-- the backfill functions and compression by chunk creation time).
 --
 -- Idempotent: every statement is guarded, so applying this file again changes nothing, and
 -- applying it over an older version adds what is missing (tables are created with their keys,
@@ -12,7 +13,8 @@
 --
 -- Policy lengths and the mode come from session settings so that `hypertail migrate` can pass the
 -- configured values; with psql, run e.g. `SET hypertail.compress_after_days = '14';` first.
---   hypertail.compress_after_days   (default 7)
+--   hypertail.compress_after_days   (default 7; a chunk is compressed once it was created this long
+--                                   plus its chunk interval ago, see the layout block at the end)
 --   hypertail.retention_days        (default 90)
 --   hypertail.chat_retention_days   (default 365)
 --   hypertail.logs_retention_days   (default 14)
@@ -274,8 +276,9 @@ ALTER TABLE hypertail.schema_version
     ADD COLUMN IF NOT EXISTS applied_at timestamptz NOT NULL DEFAULT now(),
     -- What was applied (this file's text and the mode), so an agent's start skips an unchanged schema.
     ADD COLUMN IF NOT EXISTS checksum   text;
--- Version 2 added observability.logs: an agent that may not apply the schema waits for it.
-INSERT INTO hypertail.schema_version (version) VALUES (2) ON CONFLICT (version) DO NOTHING;
+-- Version 2 added observability.logs, version 3 the backfill functions and checkpoints.data_time:
+-- an agent that may not apply the schema waits for them.
+INSERT INTO hypertail.schema_version (version) VALUES (2), (3) ON CONFLICT (version) DO NOTHING;
 
 -- One row per tailed file identity; `committed_offset` moves in the same transaction as the rows.
 CREATE TABLE IF NOT EXISTS hypertail.checkpoints (
@@ -292,7 +295,10 @@ ALTER TABLE hypertail.checkpoints
     ADD COLUMN IF NOT EXISTS fingerprint_len  integer NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS committed_offset bigint NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS tail_hash        text NOT NULL DEFAULT '',
-    ADD COLUMN IF NOT EXISTS updated_at       timestamptz NOT NULL DEFAULT now();
+    ADD COLUMN IF NOT EXISTS updated_at       timestamptz NOT NULL DEFAULT now(),
+    -- The data time of the last row committed from the file (NULL until one was): how far behind in
+    -- time the agent is, which `hypertail status` compares with the compression age.
+    ADD COLUMN IF NOT EXISTS data_time        timestamptz;
 
 CREATE INDEX IF NOT EXISTS idx_checkpoints_agent ON hypertail.checkpoints (agent_id);
 
@@ -317,6 +323,75 @@ CREATE UNIQUE INDEX IF NOT EXISTS uq_dead_letters_origin ON hypertail.dead_lette
 CREATE INDEX IF NOT EXISTS idx_dead_letters_received ON hypertail.dead_letters (received_at DESC);
 
 -- ---------------------------------------------------------------------------------------------
+-- Backfills into compressed ranges (agent/sink/backfill.py, docs/operations.md "Compression and
+-- backfills"). Only a hypertable's owner may decompress a chunk or move a job, and the ingest role
+-- owns nothing; so these two functions run as their owner (whoever applies this file), each does one
+-- thing, on chunks and policies of observability's hypertables only, and only roles granted EXECUTE
+-- (`hypertail migrate --print-grants`) may call them. They exist in both modes and do nothing
+-- without TimescaleDB.
+--
+-- hypertail.decompress_chunk: decompress one compressed chunk of an observability hypertable, once,
+-- so that a backfill into its range is COPYed at full speed instead of having every row's key
+-- checked against the compressed batches. Returns false when there was nothing to do.
+CREATE OR REPLACE FUNCTION hypertail.decompress_chunk(chunk regclass) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    ext text := (SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'timescaledb');
+BEGIN
+    IF ext IS NULL THEN
+        RETURN false;
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM timescaledb_information.chunks c
+        WHERE c.hypertable_schema = 'observability' AND c.is_compressed
+          AND format('%I.%I', c.chunk_schema, c.chunk_name)::regclass = chunk
+    ) THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('SELECT %s.decompress_chunk($1, if_compressed => true)', ext) USING chunk;
+    RETURN true;
+END
+$fn$;
+
+-- hypertail.postpone_compression: move the next start of the compression policies of `tables` to
+-- `quiet` from now, while an agent writes into chunks those policies would compress (chunks it
+-- decompressed for a backfill), so no policy compresses a chunk an agent is still filling. Never
+-- earlier than planned, and never past two schedule intervals after the policy's last successful
+-- run (TimescaleDB records -infinity before the first; then from now): an agent that keeps writing
+-- old data cannot hold compression off for good. Returns how many policies were moved.
+CREATE OR REPLACE FUNCTION hypertail.postpone_compression(tables text[], quiet interval) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    ext text := (SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'timescaledb');
+    j record;
+    moved integer := 0;
+BEGIN
+    IF ext IS NULL THEN
+        RETURN 0;
+    END IF;
+    FOR j IN
+        SELECT jb.job_id, jb.next_start,
+               least(now() + quiet, CASE WHEN isfinite(s.last_successful_finish) THEN s.last_successful_finish
+                                         ELSE now() END + 2 * jb.schedule_interval) AS target
+        FROM timescaledb_information.jobs jb
+        LEFT JOIN timescaledb_information.job_stats s ON s.job_id = jb.job_id
+        WHERE jb.proc_name = 'policy_compression' AND jb.hypertable_schema = 'observability'
+          AND jb.hypertable_name = ANY (tables)
+    LOOP
+        IF j.next_start IS NULL OR j.target > j.next_start THEN
+            EXECUTE format('SELECT %s.alter_job($1, next_start => $2)', ext) USING j.job_id, j.target;
+            moved := moved + 1;
+        END IF;
+    END LOOP;
+    RETURN moved;
+END
+$fn$;
+REVOKE ALL ON FUNCTION hypertail.decompress_chunk(regclass), hypertail.postpone_compression(text[], interval)
+    FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
 -- Time-series layout: hypertables with TimescaleDB, BRIN indexes without it.
 DO $$
 DECLARE
@@ -329,6 +404,10 @@ DECLARE
     retain_logs interval := make_interval(days =>
         coalesce(nullif(current_setting('hypertail.logs_retention_days', true), ''), '14')::int);
     t record;
+    chunk_interval interval;
+    created_before interval;
+    job integer;
+    job_config jsonb;
 BEGIN
     IF coalesce(current_setting('hypertail.timescaledb', true), '') <> 'off'
        AND EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
@@ -356,7 +435,25 @@ BEGIN
                     'timescaledb.compress_orderby = %L)',
                     t.tbl, t.segment_by, format('%I DESC', t.time_col));
             END IF;
-            PERFORM add_compression_policy(t.tbl::regclass, compress_after, if_not_exists => TRUE);
+            -- Compression by chunk *creation* time, not data time: a chunk is compressed once it was
+            -- created compress_after plus one chunk interval ago. A chunk made when its range began is
+            -- compressed as before (when its newest data is compress_after old), but one an agent made
+            -- minutes ago for old data (a backlog, a late file) is left alone while the agent fills it.
+            -- Existing policies are converted in place (same job, schedule and paused state).
+            SELECT d.time_interval INTO chunk_interval FROM timescaledb_information.dimensions d
+            WHERE format('%I.%I', d.hypertable_schema, d.hypertable_name)::regclass = t.tbl::regclass
+              AND d.dimension_number = 1;
+            created_before := compress_after + coalesce(chunk_interval, t.chunk);
+            SELECT j.job_id, j.config INTO job, job_config FROM timescaledb_information.jobs j
+            WHERE j.proc_name = 'policy_compression'
+              AND format('%I.%I', j.hypertable_schema, j.hypertable_name)::regclass = t.tbl::regclass;
+            IF job IS NULL THEN
+                PERFORM add_compression_policy(t.tbl::regclass, compress_created_before => created_before);
+            ELSIF job_config ? 'compress_after'
+                  OR (job_config->>'compress_created_before')::interval IS DISTINCT FROM created_before THEN
+                PERFORM alter_job(job, config => (job_config - 'compress_after')
+                                  || jsonb_build_object('compress_created_before', created_before::text));
+            END IF;
             PERFORM add_retention_policy(t.tbl::regclass, t.retention, if_not_exists => TRUE);
         END LOOP;
         RAISE NOTICE 'hypertail schema: TimescaleDB % mode',

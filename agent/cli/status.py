@@ -6,7 +6,10 @@ The JSON shape (``--json``) is a stable interface, documented in docs/status.md:
         {"source": str, "path": str, "file_key": str, "agent_id": str,
          "committed_offset": int, "size": int | null, "bytes_behind": int | null,
          "state": "current" | "behind" | "rotated" | "missing",
-         "last_commit": RFC 3339, "dead_letters_1h": int}]}
+         "last_commit": RFC 3339, "dead_letters_1h": int,
+         "data_time": RFC 3339 | null, "behind_compress_after": bool | null}],
+     "compress_after": str | null,
+     "sources": [{"source": str, "behind_compress_after": bool | null, "data_time": RFC 3339 | null}]}
 
 ``size`` is the size of the file at ``path`` when it is still the same file (same device and
 inode); a rotated-away or deleted file has ``size`` null and state ``rotated`` or ``missing``.
@@ -15,7 +18,7 @@ inode); a rotated-away or deleted file has ``size`` null and state ``rotated`` o
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agent.sink.layout import HypertableLayout, render_layout
@@ -32,7 +35,7 @@ def _size_if_same(path: str, device: int, inode: int) -> tuple[int | None, str]:
     return st.st_size, "current"
 
 
-def file_entry(c: CheckpointStatus) -> dict[str, Any]:
+def file_entry(c: CheckpointStatus, compress_after: timedelta | None = None) -> dict[str, Any]:
     size, state = _size_if_same(c.path, c.device, c.inode)
     behind = None if size is None else max(0, size - c.committed_offset)
     if behind:
@@ -41,7 +44,36 @@ def file_entry(c: CheckpointStatus) -> dict[str, Any]:
         "source": c.source, "path": c.path, "file_key": c.file_key, "agent_id": c.agent_id,
         "committed_offset": c.committed_offset, "size": size, "bytes_behind": behind, "state": state,
         "last_commit": c.last_commit.astimezone(UTC).isoformat(), "dead_letters_1h": c.dead_letters_1h,
+        "data_time": _iso(c.data_time), "behind_compress_after": _behind_compression(c, state, compress_after),
     }
+
+
+def _behind_compression(c: CheckpointStatus, state: str, compress_after: timedelta | None) -> bool | None:
+    """True when the file has more to read and what was committed last is older than compress_after:
+    the agent writes into ranges that are compressed, or will be soon (issue 20). None without
+    compression (plain PostgreSQL, no policy) or before a row was committed."""
+    if compress_after is None or c.data_time is None:
+        return None
+    return state == "behind" and c.data_time < datetime.now(UTC) - compress_after
+
+
+def source_entries(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per source: behind by more than compress_after in any of its files, and the oldest data time there."""
+    out: dict[str, dict[str, Any]] = {}
+    for f in files:
+        e = out.setdefault(f["source"], {"source": f["source"], "behind_compress_after": None, "data_time": None})
+        flag = f["behind_compress_after"]
+        if flag is not None:
+            e["behind_compress_after"] = bool(e["behind_compress_after"]) or flag
+        if flag and (e["data_time"] is None or f["data_time"] < e["data_time"]):
+            e["data_time"] = f["data_time"]
+    return [out[k] for k in sorted(out)]
+
+
+def _age(t: timedelta | None) -> str | None:
+    if t is None:
+        return None
+    return f"{t.days} days" if t == timedelta(days=t.days) else str(t)
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -57,15 +89,19 @@ def hypertable_entry(h: HypertableLayout) -> dict[str, Any]:
     return {"table": h.table, "chunk_interval": h.chunk_interval, "compress_after": h.compress_after,
             "retention": h.retention, "chunks": h.chunks, "compressed_chunks": h.compressed_chunks,
             "bytes_before_compression": h.bytes_before_compression,
-            "bytes_after_compression": h.bytes_after_compression, "total_bytes": h.total_bytes}
+            "bytes_after_compression": h.bytes_after_compression, "total_bytes": h.total_bytes,
+            "compress_created_before": h.compress_created_before}
 
 
 def build_status(agent_id: str | None, report: StatusReport) -> dict[str, Any]:
+    files = [file_entry(r, report.compress_after) for r in report.files]
     return {
         "agent_id": agent_id,
         "generated_at": datetime.now(UTC).isoformat(),
         "agents": [agent_entry(a) for a in report.agents],
-        "files": [file_entry(r) for r in report.files],
+        "files": files,
+        "compress_after": _age(report.compress_after),
+        "sources": source_entries(files),
         "hypertables": [hypertable_entry(h) for h in report.hypertables],
     }
 
@@ -75,10 +111,19 @@ def render_table(status: dict[str, Any]) -> str:
     hypertables' layout."""
     lines = [_agent_line(a) for a in status.get("agents", [])]
     lines.append(_files_table(status["files"]))
+    lines.extend(_source_line(s, status.get("compress_after")) for s in status.get("sources", [])
+                 if s["behind_compress_after"] is not None)
     if status.get("hypertables"):
         lines.append("hypertables:")
         lines.extend(render_layout([HypertableLayout(**h) for h in status["hypertables"]]))
     return "\n".join(lines)
+
+
+def _source_line(s: dict[str, Any], compress_after: str | None) -> str:
+    if not s["behind_compress_after"]:
+        return f"source {s['source']}: within compress_after ({compress_after})"
+    return (f"source {s['source']}: behind by more than compress_after ({compress_after}), at data of "
+            f"{s['data_time'][:19].replace('T', ' ')} UTC: writing into compressed ranges (backfill)")
 
 
 def _agent_line(a: dict[str, Any]) -> str:

@@ -35,6 +35,20 @@ EVENTS = {
     "batch.committed": "a batch committed: rows per table (`logs` for stored ordinary log lines), dead letters, "
     "attempts, latency",
     "batch.split": "the database refused data: the batch was split to isolate the poison rows",
+    "batch.timeout_split": "a batch hit database.statement_timeout_ms: it is committed in halves (halved again "
+    "until they fit), after decompressing what it writes into; never retried whole",
+    "backfill.started": "a batch wrote into compressed ranges (or ones the compression policy would compress "
+    "next): the agent is backfilling; `tables`, `data_time` (the oldest such row)",
+    "backfill.progress": "every 10 s while backfilling: `rows` so far, `rows_per_s` over the last interval, "
+    "`data_time` reached, `chunks_decompressed`",
+    "backfill.done": "the backfill is over (a batch wrote only into plain ranges, or the agent stopped): `rows`, "
+    "`seconds`, `rows_per_s`",
+    "backfill.decompressed": "a compressed chunk a backfill writes into was decompressed once (`table`, `chunk`, "
+    "its range, `rows`, `batches`, `seconds`); the compression policy compresses it again",
+    "backfill.postponed": "the compression policy of `tables` was moved to start an hour after this backfill write, "
+    "so it does not compress a chunk the agent is still filling",
+    "backfill.refused": "the backfill functions may not be called (no GRANT EXECUTE, or an old schema): backfills "
+    "into compressed chunks go through the per-row key check, slowly; `fix` says what to run",
     "line.dead_letter": "a line became a dead letter: file, byte offset, reason",
     "source.event": "an event from the tailing engine (rotation, truncation, permission...)",
     "http.listening": "probes and metrics are served on this address",

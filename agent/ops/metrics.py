@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _ROW_BUCKETS = (1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 50000)
@@ -53,3 +58,39 @@ class Metrics:
         self.source_events = Counter(
             "hypertail_source_events", "Tailing events (rotation, truncation...)", ["event"], registry=r
         )
+
+
+class BackfillCollector(Collector):
+    """The sink's backfill figures (``agent.sink.backfill.BackfillStats``), read at each scrape.
+
+    The sink owns and writes them; this only reads, through ``read`` (ops imports nothing of the
+    agent, so it gets a callable returning the stats object).
+    """
+
+    def __init__(self, read: Callable[[], Any]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.read()
+        rows = CounterMetricFamily("hypertail_backfill_rows", "Rows committed into compressed ranges, or ranges "
+                                   "the compression policy would compress next (a backfill), per table",
+                                   labels=["table"])
+        tables: Mapping[str, int] = s.rows
+        for table, n in sorted(tables.items()):
+            rows.add_metric([table], n)
+        yield rows
+        yield GaugeMetricFamily("hypertail_backfill_active", "1 while the agent is backfilling compressed ranges",
+                                value=1.0 if s.active else 0.0)
+        yield GaugeMetricFamily("hypertail_backfill_rows_per_second",
+                                "Backfill rate over the last 10 s progress interval (0 when none runs)",
+                                value=s.rows_per_second)
+        yield CounterMetricFamily("hypertail_backfill_chunks_decompressed",
+                                  "Compressed chunks decompressed once for a backfill", value=s.chunks_decompressed)
+        yield CounterMetricFamily("hypertail_backfill_decompress_seconds",
+                                  "Time spent decompressing chunks for backfills", value=s.decompress_seconds)
+        yield CounterMetricFamily("hypertail_backfill_policies_postponed",
+                                  "Compression policies postponed while a backfill fills their chunks",
+                                  value=s.policies_postponed)
+        yield CounterMetricFamily("hypertail_batch_timeout_splits",
+                                  "Batches (or parts) split in halves after hitting the statement timeout",
+                                  value=s.timeout_splits)

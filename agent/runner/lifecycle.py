@@ -23,7 +23,7 @@ from agent import __version__
 from agent.config import Settings, mask_dsn
 from agent.model import Checkpoint
 from agent.ops.log import get_logger
-from agent.ops.metrics import Metrics
+from agent.ops.metrics import BackfillCollector, Metrics
 from agent.runner.ops import Ops, rollup_task
 from agent.runner.parsing import LineParser
 from agent.runner.pipeline import Pipeline
@@ -55,6 +55,8 @@ class Runner:
         self.shared = Shared(settings, self.log, self.metrics, self.sink)
         self.ops = Ops(self.shared)
         self.sink.on_retry = self.ops.on_retry
+        self.sink.backfill.on_event = self.ops.on_backfill_event
+        self.metrics.registry.register(BackfillCollector(lambda: self.sink.backfill.stats))
         self.pipeline = Pipeline(self.shared, LineParser(settings, self.metrics), exit_when_idle=exit_when_idle,
                                  idle_grace_s=idle_grace_s, on_idle=self.request_stop)
         self._signals = 0

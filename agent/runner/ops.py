@@ -64,6 +64,11 @@ class Ops:
             shared.stall_logged = stalled
             shared.log.error("db.stalled", error=error, attempt=attempt, delay_s=round(delay, 3))
 
+    def on_backfill_event(self, name: str, fields: dict[str, Any]) -> None:
+        """The sink's backfill events (agent.sink.backfill): a refusal or a timeout split at warning."""
+        level = "warning" if name in ("backfill.refused", "batch.timeout_split") else "info"
+        getattr(self.shared.log, level)(name, **fields)
+
     def _since_last_commit(self) -> float:
         last = self.shared.sink.health.last_commit or self._started_at
         return max(0.0, time.time() - last)

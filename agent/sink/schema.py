@@ -14,7 +14,7 @@ from agent.sink.classify import DRIVER_ERRORS, one_line
 from agent.sink.connect import connect
 from agent.sink.layout import HypertableLayout, hypertable_layout
 
-SCHEMA_VERSION = 2  # 2: observability.logs
+SCHEMA_VERSION = 3  # 2: observability.logs; 3: backfill functions, checkpoints.data_time, compression by creation time
 
 
 def schema_sql() -> str:
@@ -198,7 +198,9 @@ def grants_for(role: str) -> str:
     read/write on checkpoints (DELETE too: the agent prunes checkpoints of files long gone, see
     agent.sink.prune) and insert on dead letters. No DELETE on any observability table. No
     TEMPORARY: nothing is staged in temporary tables (upserts read typed arrays), so nothing
-    outlives a transaction on a pooler.
+    outlives a transaction on a pooler. EXECUTE on the two backfill functions, which run as their
+    owner and only decompress a chunk of an observability hypertable or postpone its compression
+    policy (agent.sink.backfill): without them a backfill into compressed chunks still works, slowly.
     """
     r = _quote_ident(role)
     obs = "observability"
@@ -210,6 +212,8 @@ def grants_for(role: str) -> str:
         f"GRANT SELECT ON hypertail.schema_version TO {r};",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON hypertail.checkpoints TO {r};",
         f"GRANT SELECT, INSERT ON hypertail.dead_letters TO {r};",
+        f"GRANT EXECUTE ON FUNCTION hypertail.decompress_chunk(regclass), "
+        f"hypertail.postpone_compression(text[], interval) TO {r};",
     ]
     return "\n".join(lines) + "\n"
 

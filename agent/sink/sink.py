@@ -3,7 +3,9 @@
 ``commit`` never gives up and never drops: transient failures wait with capped exponential
 backoff and full jitter; errors only a human can fix (privileges, a missing table) stall with
 ``health.stalled`` set so readiness turns false, and are retried on the same schedule so
-ingestion resumes by itself once the GRANT arrives.
+ingestion resumes by itself once the GRANT arrives. A batch that hits the statement timeout is
+not retried whole but split (:mod:`agent.sink.progress`), and a batch that writes into compressed
+chunks has them decompressed first when that is cheaper (:mod:`agent.sink.backfill`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from agent.batcher import Tables, Tails
 from agent.config import Settings, mask_dsn
 from agent.errors import DataError, RetryableError, SinkError, StallError
 from agent.model import Checkpoint, FileIdentity, Item
+from agent.sink.backfill import Backfill
 from agent.sink.classify import classify
 from agent.sink.connect import connect_kwargs
 from agent.sink.jobs import JobConnection
+from agent.sink.progress import commit_in_time
 from agent.sink.schema import SCHEMA_VERSION, apply_schema, detect_mode, installed_version
 from agent.sink.session import Session
 from agent.sink.writer import CommitStats, Writer
@@ -60,6 +64,7 @@ class Sink:
         self.on_retry: OnRetry | None = None
         self._writer: Writer | None = None
         self.jobs = JobConnection(settings.database, dsn)  # ping, sync status, prune, rollup
+        self.backfill = Backfill(settings.database.statement_timeout_ms)  # writes into compressed ranges
         self._secret = settings.database.resolved_password()
 
     async def _connection(self) -> Writer:
@@ -113,7 +118,7 @@ class Sink:
         while True:
             try:
                 writer = await self._connection()
-                stats = await writer.commit(items, tables=tables, tails=tails)
+                stats = await commit_in_time(writer, self.backfill, items, tables, tails)
             except (RetryableError, StallError) as err:
                 await self._failed(err)
                 continue
@@ -155,6 +160,7 @@ class Sink:
                 )
             mode = await detect_mode(conn)
         self.health.mode = mode.describe()
+        self.backfill.enabled = mode.timescaledb is not None
         self.health.fallback = mode.fallback
 
     async def _load_checkpoints(self, conn: asyncpg.Connection) -> list[Checkpoint]:
@@ -199,6 +205,7 @@ class Sink:
         """Close the ingesting connection politely (asyncpg terminates it after 2 s) and the
         jobs connection at once."""
         self.jobs.abort()
+        self.backfill.close()
         writer, self._writer = self._writer, None
         self.health.connected = False
         if writer is not None:

@@ -64,13 +64,17 @@ WITH locked AS (
 )
 SELECT file_key, committed_offset FROM locked
 """
-# Compare-and-set: a checkpoint moves only from the offset this transaction read.
+# Compare-and-set: a checkpoint moves only from the offset this transaction read. `data_time` is
+# the time column of the file's last row in the batch (kept when the batch made no row of the file),
+# which `hypertail status` compares with the compression age (issue 20).
 CHECKPOINT_SQL = """
 UPDATE hypertail.checkpoints AS c
 SET agent_id = $2, source = u.source, path = u.path, device = u.device, inode = u.inode,
-    fingerprint = u.fp, fingerprint_len = u.fpl, committed_offset = u.off, tail_hash = u.th, updated_at = now()
+    fingerprint = u.fp, fingerprint_len = u.fpl, committed_offset = u.off, tail_hash = u.th, updated_at = now(),
+    data_time = coalesce(u.dt, c.data_time)
 FROM unnest($1::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::int[],
-            $9::bigint[], $10::text[], $11::bigint[]) AS u(key, source, path, device, inode, fp, fpl, off, th, expected)
+            $9::bigint[], $10::text[], $11::bigint[], $12::timestamptz[])
+     AS u(key, source, path, device, inode, fp, fpl, off, th, expected, dt)
 WHERE c.file_key = u.key AND c.committed_offset = u.expected
 RETURNING c.file_key
 """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -11,10 +11,10 @@ from agent.config import DatabaseSettings, mask_dsn
 from agent.errors import CommandError
 from agent.sink.classify import DRIVER_ERRORS, one_line
 from agent.sink.connect import connect
-from agent.sink.layout import HypertableLayout, hypertable_layout
+from agent.sink.layout import HypertableLayout, compress_age, hypertable_layout
 
 STATUS_SQL = """
-SELECT c.file_key, c.agent_id, c.source, c.path, c.device, c.inode, c.committed_offset, c.updated_at,
+SELECT c.file_key, c.agent_id, c.source, c.path, c.device, c.inode, c.committed_offset, c.updated_at, c.data_time,
        (SELECT count(*) FROM hypertail.dead_letters d
          WHERE d.file_key = c.file_key AND d.received_at > now() - interval '1 hour') AS dead_1h
 FROM hypertail.checkpoints c
@@ -34,6 +34,7 @@ class CheckpointStatus:
     committed_offset: int
     last_commit: datetime
     dead_letters_1h: int
+    data_time: datetime | None = None  # the time column of the file's last committed row
 
 
 async def read_status(conn: asyncpg.Connection, agent_id: str | None) -> list[CheckpointStatus]:
@@ -41,7 +42,7 @@ async def read_status(conn: asyncpg.Connection, agent_id: str | None) -> list[Ch
     return [
         CheckpointStatus(
             r["file_key"], r["agent_id"], r["source"], r["path"], r["device"], r["inode"],
-            r["committed_offset"], r["updated_at"], r["dead_1h"],
+            r["committed_offset"], r["updated_at"], r["dead_1h"], r["data_time"],
         )
         for r in rows
     ]
@@ -72,6 +73,7 @@ class StatusReport:
     files: list[CheckpointStatus]
     agents: list[AgentStatus]
     hypertables: list[HypertableLayout]
+    compress_after: timedelta | None = None  # the youngest data a compression policy compresses
 
 
 async def status_report(db: DatabaseSettings, dsn: str, agent_id: str | None) -> StatusReport:
@@ -87,11 +89,12 @@ async def status_report(db: DatabaseSettings, dsn: str, agent_id: str | None) ->
                     for r in await conn.fetch(AGENTS_SQL, agent_id)
                 ]
                 layout = await hypertable_layout(conn)
+                age = await compress_age(conn)
         finally:
             await conn.close()
     except DRIVER_ERRORS as exc:
         raise CommandError(f"status failed on {mask_dsn(dsn)}: {one_line(exc)}") from None
-    return StatusReport(files, agents, layout)
+    return StatusReport(files, agents, layout, age)
 
 
 TABLES = (

@@ -45,6 +45,7 @@ from agent import contract
 from agent.batcher import Tables, Tails, build_tables, merge_in_order
 from agent.errors import DataError, RetryableError, StallError
 from agent.model import DeadLetter, FileRef, Item
+from agent.sink.backfill import last_row_times
 from agent.sink.classify import classify
 from agent.sink.session import Session
 from agent.sink.statements import CHECKPOINT_SQL, COLUMN_TYPES_SQL, DEAD_LETTER_SQL, LOCK_SQL, MERGE_TABLES, upsert_sql
@@ -256,14 +257,15 @@ class Writer:
         last = dict(zip(map(_key_of, items), items, strict=True))  # each file's last line
         if not last:
             return
-        cols: list[list[Any]] = [[] for _ in range(10)]
+        cols: list[list[Any]] = [[] for _ in range(11)]
+        times = last_row_times(items, last)
         for key, item in last.items():
             f, end = item.line.file, item.line.end
             block_end, block_tail = tails.get(key, (-1, UNKNOWN_TAIL))
             th = block_tail if block_end == end else UNKNOWN_TAIL
             ident = f.identity
             row = (key, f.source, f.path, ident.dev, ident.ino, ident.fingerprint, ident.fingerprint_len, end, th,
-                   expected.get(key, 0))
+                   expected.get(key, 0), times.get(key))
             for col, value in zip(cols, row, strict=True):
                 col.append(value)
             stats.committed[key] = Committed(f, end, th)

@@ -108,7 +108,7 @@ async def test_status_json_shape(agent: Agent, logs: Path, dsn: str) -> None:
     out = subprocess.run([sys.executable, "-m", "agent.cli", "status", "--config", str(agent.config_path), "--json"],
                          capture_output=True, text=True, check=True).stdout
     status = json.loads(out)
-    assert set(status) == {"agent_id", "generated_at", "agents", "files", "hypertables"}
+    assert set(status) == {"agent_id", "generated_at", "agents", "files", "compress_after", "sources", "hypertables"}
     assert status["agent_id"] == "e2e-agent"
     [me] = status["agents"]
     assert (me["agent_id"], me["status"], me["error"], me["retries"]) == ("e2e-agent", "stopped", None, 0)
@@ -122,7 +122,11 @@ async def test_status_json_shape(agent: Agent, logs: Path, dsn: str) -> None:
         assert spans["chunks"] >= 1
     [entry] = status["files"]
     assert set(entry) == {"source", "path", "file_key", "agent_id", "committed_offset", "size", "bytes_behind",
-                          "state", "last_commit", "dead_letters_1h"}
+                          "state", "last_commit", "dead_letters_1h", "data_time", "behind_compress_after"}
+    assert entry["data_time"] is not None  # the spans' time (2026-11-01), as far as committed
+    assert entry["behind_compress_after"] is (None if not timescale else entry["data_time"] < _week_ago())
+    assert status["sources"] == [{"source": "app", "behind_compress_after": entry["behind_compress_after"],
+                                  "data_time": entry["data_time"] if entry["behind_compress_after"] else None}]
     assert entry["path"] == str(f) and entry["size"] == f.stat().st_size
     assert entry["bytes_behind"] == len(span_line(10)) and entry["state"] == "behind"
     assert entry["dead_letters_1h"] == 1
@@ -225,3 +229,9 @@ def test_demo_runs_on_a_fresh_machine(embedded_dir: Path) -> None:
     waterfall = out.stdout[out.stdout.index("\ntrace "):]
     assert "├" in waterfall and "█" in waterfall and "• INFO chat.question" in waterfall, waterfall
     assert "see it again: HYPERTAIL_DATABASE__DSN=" in waterfall and " hypertail trace " in waterfall
+
+
+def _week_ago() -> str:
+    import datetime as dt
+
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(days=7)).isoformat()

@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from agent.config import SchemaSettings
-from agent.sink.schema import apply_schema, detect_mode, grants_for, installed_version
+from agent.sink.schema import SCHEMA_VERSION, apply_schema, detect_mode, grants_for, installed_version
 from tests.integration import catalog
 
 # "column type" with a trailing "!" for NOT NULL. Written from the design, not from schema.sql.
@@ -57,7 +57,7 @@ SPEC = {
     "hypertail.checkpoints": """
         file_key text! | agent_id text! | source text! | path text! | device bigint! | inode bigint! |
         fingerprint text! | fingerprint_len integer! | committed_offset bigint! | tail_hash text! |
-        updated_at timestamp with time zone!""",
+        updated_at timestamp with time zone! | data_time timestamp with time zone""",
     "hypertail.dead_letters": """
         id bigint! | received_at timestamp with time zone! | agent_id text! | source text! | path text! |
         file_key text! | byte_offset bigint! | line_length bigint! | reason text! | field text | raw bytea""",
@@ -173,7 +173,7 @@ async def test_apply_twice_changes_nothing(conn: asyncpg.Connection) -> None:
     mode = await apply_schema(conn, SchemaSettings())
     assert await catalog.snapshot(conn) == before
     assert mode.describe() in ("plain PostgreSQL", f"TimescaleDB {mode.timescaledb}")
-    assert await installed_version(conn) == 2
+    assert await installed_version(conn) == SCHEMA_VERSION
 
 
 async def test_apply_over_older_version_adds_what_is_missing(conn: asyncpg.Connection) -> None:
@@ -201,7 +201,7 @@ async def test_migrate_reports_mode_and_layout(empty_dsn: str) -> None:
     )
     c = await asyncpg.connect(empty_dsn)
     try:
-        assert await installed_version(c) == 2
+        assert await installed_version(c) == SCHEMA_VERSION
     finally:
         await c.close()
 
@@ -273,19 +273,20 @@ async def test_the_agent_skips_an_unchanged_schema_but_migrate_repairs(conn: asy
     assert "idx_spans_model" in " ".join((await catalog.indexes(conn)).values())
 
 
-async def test_an_agent_that_may_not_migrate_waits_for_version_2(conn: asyncpg.Connection, dsn: str) -> None:
+async def test_an_agent_that_may_not_migrate_waits_for_the_current_version(conn: asyncpg.Connection,
+                                                                            dsn: str) -> None:
     """A version-1 database (no observability.logs) with schema.apply_on_start = false: the agent
     stalls at startup with the reason instead of failing on its first batch of log lines."""
     from agent.config import Settings
     from agent.errors import StallError
     from agent.sink.sink import Sink
 
-    await conn.execute("DELETE FROM hypertail.schema_version WHERE version = 2")
+    await conn.execute("DELETE FROM hypertail.schema_version WHERE version >= 2")
     await conn.execute("INSERT INTO hypertail.schema_version (version) VALUES (1) ON CONFLICT DO NOTHING")
     sink = Sink(Settings.model_validate({"database": {"dsn": dsn}}), dsn)
     try:
         writer = await sink._connection()
-        with pytest.raises(StallError, match="schema version 1 is older than 2"):
+        with pytest.raises(StallError, match=f"schema version 1 is older than {SCHEMA_VERSION}"):
             await sink._check_schema(writer.session.conn, apply=False)
     finally:
         await sink.close()
