@@ -14,6 +14,7 @@ import json
 import sys
 from collections.abc import Iterator
 
+from agent.cli.output import note
 from agent.config import Settings, effective_config, load_settings, mask_dsn
 from agent.errors import ConfigError
 
@@ -71,6 +72,15 @@ def _database(settings: Settings) -> Iterator[str]:
         yield emb.admin_dsn
 
 
+def embedded_settings(settings: Settings) -> Settings:
+    """The settings for the embedded server, which can never have TimescaleDB: ``auto`` means
+    plain tables there without a warning (``require`` still refuses, as asked)."""
+    if settings.schema_.timescaledb != "auto":
+        return settings
+    schema = settings.schema_.model_copy(update={"timescaledb": "off"})
+    return settings.model_copy(update={"schema_": schema})
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the agent on database.dsn, or on the embedded server when none is set."""
     from agent.ops.log import configure_logging
@@ -78,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     if not settings.sources:
         raise ConfigError("no [[sources]] configured: nothing to tail", key="sources")
-    configure_logging()
+    configure_logging(args.log_level or settings.agent.log_level, args.log_format or settings.agent.log_format)
     if settings.database.dsn is not None:
         return _run_agent(args, settings, settings.database.dsn)
     return _run_embedded(args, settings)
@@ -94,9 +104,9 @@ def _run_embedded(args: argparse.Namespace, settings: Settings) -> int:
     log = get_logger()
     log.info("db.embedded", dsn=mask_dsn(emb.admin_dsn), data_dir=str(emb.pgdata), started=emb.started,
              keep_running=agent.embedded_keep_running)
-    print("hypertail: " + notice(emb, agent.data_dir, keep_running=agent.embedded_keep_running), file=sys.stderr)
+    note("hypertail: " + notice(emb, agent.data_dir, keep_running=agent.embedded_keep_running))
     try:
-        return _run_agent(args, settings, emb.admin_dsn)
+        return _run_agent(args, embedded_settings(settings), emb.admin_dsn)
     finally:
         if release(emb, agent.data_dir, keep_running=agent.embedded_keep_running):
             log.info("db.embedded_stopped", data_dir=str(emb.pgdata))

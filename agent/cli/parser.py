@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rn.add_argument("--idle-grace", type=float, default=1.0, metavar="SECONDS",
                     help="quiet period for --exit-when-idle (default: 1.0)")
+    rn.add_argument("--log-level", choices=("debug", "info", "warning", "error"), metavar="LEVEL",
+                    help="lowest level of the agent's own log on stdout: debug (one line per batch), info, "
+                    "warning, error (default: agent.log_level, info)")
+    rn.add_argument("--log-format", choices=("auto", "json", "console"), metavar="FORMAT",
+                    help="json (one object per line), console (readable), or auto: console on a terminal, "
+                    "json otherwise (default: agent.log_format, auto)")
     rn.set_defaults(func=cmd_run)
 
     st = sub.add_parser(
