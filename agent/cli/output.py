@@ -1,6 +1,6 @@
 """How the commands write to the terminal or a pipe: widths, notes on stderr, a closed pipe.
 
-* A table or a waterfall fits the terminal it is printed on (``COLUMNS`` overrides); printed
+* A table or a waterfall fits the terminal it is printed on (``COLUMNS`` overrides its size); printed
   into a pipe or a file, a table has no width limit (whole values, one row per line, for
   ``grep`` and ``awk``) and the waterfall, which needs a width, uses 80 columns.
 * A reader that goes away (``hypertail trace ID | head -3``) is not an error: :func:`quiet_pipe`
@@ -16,6 +16,7 @@ import contextlib
 import os
 import shutil
 import sys
+from typing import Any
 
 PIPE_WIDTH = 80  # a waterfall printed into a pipe or file
 
@@ -28,10 +29,8 @@ def stdout_is_terminal() -> bool:
 
 
 def terminal_width() -> int | None:
-    """The width to fit tables to: ``COLUMNS``, else the terminal's; None in a pipe (no limit)."""
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
+    """The width to fit tables to on a terminal (``COLUMNS`` overrides its size); None in a pipe or
+    a file, whatever ``COLUMNS`` says: the reader there is a program, which wants whole rows."""
     if not stdout_is_terminal():
         return None
     return shutil.get_terminal_size((PIPE_WIDTH, 24)).columns
@@ -55,3 +54,44 @@ def quiet_pipe() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
+
+
+def print_styled(lines: list[tuple[str, str]]) -> None:
+    """Print ``(text, style)`` lines: styled by rich on a terminal (``NO_COLOR`` honoured), plain
+    text in a pipe; never wrapped nor cut (the lines were fitted already)."""
+    if not stdout_is_terminal():
+        for text, _ in lines:
+            print(text)
+        return
+    from rich.text import Text
+
+    out = console(soft_wrap=True)
+    for text, style in lines:
+        out.print(Text(text, style=style))
+
+
+def console(**options: Any) -> Any:
+    """A rich ``Console`` that leaves a closed pipe to :func:`agent.cli.main` (rich's own answer
+    is ``exit 1``; a Unix tool's is a quiet ``exit 0``)."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError(32, "Broken pipe")
+
+    return _Console(highlight=False, **options)
+
+
+def wrapped(lines: list[str], width: int | None) -> list[str]:
+    """Prose lines broken between words to ``width`` (continuations indented under their line's
+    text); unchanged without a width (a pipe: one line per item, for grep)."""
+    if width is None:
+        return lines
+    import textwrap
+
+    out: list[str] = []
+    for line in lines:
+        indent = " " * (len(line) - len(line.lstrip()))
+        out += textwrap.wrap(line, width, subsequent_indent=indent + "    ", break_on_hyphens=False) or [""]
+    return out

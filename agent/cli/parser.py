@@ -53,6 +53,12 @@ def _add_config(p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -
     p.add_argument("--config", type=Path, metavar="PATH", help=f"config file (default: ${CONFIG_ENV})")
 
 
+def _add_database(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-d", "--database", metavar="NAME",
+                   help="read database NAME on the same server (default: the one of database.dsn; on the embedded "
+                   "PostgreSQL `postgres`, where `hypertail run` writes; `hypertail demo` writes to hypertail_demo)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole ``hypertail`` parser, every subcommand bound to its ``cmd_*``."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -126,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     _add_config(st)
+    _add_database(st)
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--all-agents", action="store_true", help="include files committed by other agents")
     st.set_defaults(func=cmd_status)
@@ -193,6 +200,7 @@ def _add_trace_parsers(sub: Any) -> None:
     )
     tr.add_argument("trace_id", metavar="TRACE_ID", type=_trace_id, help="32 hex digits (W3C trace id)")
     _add_config(tr)
+    _add_database(tr)
     tr.add_argument("--json", action="store_true", help="print the same data as JSON (all spans, unfolded)")
     tr.add_argument("--all", action="store_true", help="do not fold repeated spans or cut long traces")
     tr.add_argument("--width", type=int, metavar="COLUMNS", help="output width (default: the terminal's)")
@@ -203,9 +211,15 @@ def _add_trace_parsers(sub: Any) -> None:
         "filters, each with its duration, span count, tokens and cost.", epilog=TRACES_EPILOG, formatter_class=fmt,
     )
     _add_config(ts)
+    _add_database(ts)
     ts.add_argument("--since", type=_duration, default=timedelta(hours=1), metavar="AGE",
                     help="how far back to look (default: 1h)")
-    ts.add_argument("--status", choices=("completed", "failed", "in_progress"), help="only traces in this status")
+    ts.add_argument("--status", choices=("completed", "failed", "in_progress"),
+                    help="only traces in this status: the request's own outcome (failed: an exception left the "
+                    "trace, or the app marked it failed)")
+    ts.add_argument("--with-failed-spans", action="store_true",
+                    help="only traces in which some span failed, whatever the trace's own status (a step that "
+                    "failed and was handled, e.g. a reranker that timed out, leaves the request completed)")
     ts.add_argument("--operation", metavar="TYPE", help="only this operation_type (e.g. chat, rag_query)")
     ts.add_argument("--user", type=_uuid, metavar="USER_ID", help="only this user_id (a UUID)")
     ts.add_argument("--limit", type=_positive, default=50, metavar="N", help="at most N traces (default: 50)")

@@ -49,14 +49,14 @@ def test_no_sync_failure_before_the_schema_exists(tmp_path: Path, logs: Path, em
         wait_until(lambda: fetchval_sync(empty_dsn, "SELECT count(*) FROM pg_stat_activity WHERE "
                                          "application_name = 'hypertail' AND wait_event_type = 'Lock'") == 1,
                    what="startup waiting for the schema lock")
-        pings: set[object] = set()  # the ops loop's pings (SELECT 1): a round's report comes between two
+        ends: set[object] = set()  # the ends of the ops loop's report transactions, committed or not
 
-        def ping_seen() -> bool:
-            pings.add(fetchval_sync(empty_dsn, "SELECT max(query_start) FROM pg_stat_activity WHERE "
-                                    "application_name = 'hypertail' AND query = 'SELECT 1'"))
-            return len(pings - {None}) >= 3
+        def rounds_seen() -> bool:
+            ends.add(fetchval_sync(empty_dsn, "SELECT max(query_start) FROM pg_stat_activity WHERE application_name "
+                                   "= 'hypertail' AND (query LIKE 'COMMIT%' OR query LIKE 'ROLLBACK%')"))
+            return len(ends - {None}) >= 3
 
-        wait_until(ping_seen, what="three rounds of the ops loop while startup waits")
+        wait_until(rounds_seen, what="three sync reports of the ops loop while startup waits")
     finally:
         release.set()
         holder.join(30)
@@ -83,3 +83,38 @@ def test_a_port_clash_names_http_listen(agent: Agent, logs: Path) -> None:
 def run_cli(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, cwd=ROOT,
                           timeout=120, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+def run_into_closed_pipe(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """``hypertail ARGS | head -0``: stdout is a pipe whose reader has already gone."""
+    import os
+
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        return subprocess.run([sys.executable, "-m", "agent.cli", *args], stdout=w, stderr=subprocess.PIPE,
+                              cwd=ROOT, timeout=120, env={**os.environ, **(env or {})})
+    finally:
+        os.close(w)
+
+
+async def test_every_command_ends_quietly_when_its_reader_goes(dsn: str, conn: asyncpg.Connection,
+                                                               tmp_path: Path) -> None:
+    """Item 4: `trace ID | head -3`, `traces --json | head -1` and `embedded status | head -1` exited 1
+    with `[Errno 32] Broken pipe`; a Unix tool exits 0 and says nothing."""
+    from tests.tracedata import TRACE_ID, insert_known_trace
+
+    await insert_known_trace(conn)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[database]\ndsn = "{dsn}"\n[[sources]]\nname = "app"\npaths = ["{tmp_path}/*.log"]\n')
+    commands = [
+        ("trace", TRACE_ID, "--config", str(cfg)), ("trace", TRACE_ID, "--config", str(cfg), "--json"),
+        ("traces", "--since", "3650d", "--config", str(cfg)), ("traces", "--since", "3650d", "--json",
+                                                                "--config", str(cfg)),
+        ("status", "--config", str(cfg)), ("status", "--json", "--config", str(cfg)),
+        ("check-config", str(cfg)), ("embedded", "status", "--data-dir", str(tmp_path / "none")),
+        ("--help",),
+    ]
+    for args in commands:
+        done = run_into_closed_pipe(*args)
+        assert (done.returncode, done.stderr) == (0, b""), (args, done.stderr.decode()[-2000:])

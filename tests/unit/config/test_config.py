@@ -178,5 +178,5 @@ def test_log_level_format_and_progress_keys(tmp_path: Path, monkeypatch: pytest.
         load_settings(path)
     assert "agent.log_level" in str(info.value) and "HYPERTAIL_AGENT__LOG_LEVEL" in str(info.value)
     monkeypatch.delenv("HYPERTAIL_AGENT__LOG_LEVEL")
-    with pytest.raises(ConfigError, match="ops.progress_interval_s"):
+    with pytest.raises(ConfigError, match=r"ops\.progress_interval_s"):
         load_settings(write(tmp_path, BASE + "[ops]\nprogress_interval_s = -1\n"))
