@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import shlex
 import sys
 from collections.abc import Iterator
 
@@ -156,12 +157,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo on the embedded server and print its summary."""
-    from agent.demo.run import run_demo
+    from agent.demo.run import DEMO_DB, run_demo
     from agent.ops.log import configure_logging
 
-    configure_logging("warning")
     settings = load_settings(args.config)  # a bad HYPERTAIL_AGENT__* value: a config error, not a traceback
-    print(run_demo(settings, chats=args.chats, documents=args.documents, fresh=args.fresh))
+    # stdout is the human summary: the agent's warnings (none are expected) go to stderr, readable.
+    configure_logging("warning", "console", fd=sys.stderr.fileno())
+    again = f"-d {DEMO_DB}" + (f" --config {shlex.quote(str(args.config))}" if args.config else "")
+    print(run_demo(settings, chats=args.chats, documents=args.documents, fresh=args.fresh, again=again))
     return EXIT_OK
 
 

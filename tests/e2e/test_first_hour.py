@@ -118,3 +118,94 @@ async def test_every_command_ends_quietly_when_its_reader_goes(dsn: str, conn: a
     for args in commands:
         done = run_into_closed_pipe(*args)
         assert (done.returncode, done.stderr) == (0, b""), (args, done.stderr.decode()[-2000:])
+
+
+def ht(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``hypertail ARGS`` as a user's shell runs it, with ``agent.data_dir`` set."""
+    import os
+
+    env = {**os.environ, "HYPERTAIL_AGENT__DATA_DIR": str(data_dir)}
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=300)
+
+
+def readme_commands(section: str) -> list[list[str]]:
+    """The ``hypertail ...`` lines of the README's code block under ``section`` (comments dropped)."""
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index(section):].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line.split("  #", 1)[0])[1:] for line in block.splitlines() if line.startswith("hypertail ")]
+
+
+def shown_trace(stdout: str) -> str:
+    line = next(x for x in stdout.splitlines() if x.startswith("see it again: hypertail trace "))
+    return line.split()[5]
+
+
+def test_the_demo_then_the_readme(embedded_dir: Path) -> None:
+    """Items 5, 8 and 9 on the demo's path: a summary without JSON warnings, one progress line in a
+    pipe, the trace of this run, failed requests to find, and the README's "Look at what landed"
+    commands working (or saying what to pass) after it."""
+    import datetime as dt
+    import json
+
+    first = ht("demo", "--chats", "3", "--documents", "8", data_dir=embedded_dir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for stream in (first.stdout, first.stderr):
+        assert [x for x in stream.splitlines() if x.lstrip().startswith("{")] == [], stream
+    assert "warning" not in first.stderr.lower() and "timescaledb" not in first.stderr.lower(), first.stderr
+    assert first.stderr.count("ingested ") == 1 and "ingesting" not in first.stderr, first.stderr
+
+    started = dt.datetime.now(dt.UTC)
+    second = ht("demo", "--chats", "3", "--documents", "8", data_dir=embedded_dir)
+    assert second.returncode == 0, second.stderr[-3000:]
+    trace_id = shown_trace(second.stdout)
+    assert trace_id != shown_trace(first.stdout)  # the same seed ties the counts: the old pick was run 1's
+    shown = json.loads(ht("trace", trace_id, "-d", "hypertail_demo", "--json", data_dir=embedded_dir).stdout)
+    assert dt.datetime.fromisoformat(shown["started_at"]) >= started - dt.timedelta(seconds=1)
+
+    failed = json.loads(ht("traces", "-d", "hypertail_demo", "--status", "failed", "--json",
+                           data_dir=embedded_dir).stdout)
+    assert len(failed) == 2 and {t["name"] for t in failed} == {"ingest_document"}  # document 3 of each run
+
+    commands = readme_commands("### Look at what landed")
+    assert len(commands) >= 3
+    for args in commands:
+        args = [trace_id if a == "4bf92f3577b34da6a3ce929d0e0e4736" else a for a in args]
+        as_written = ht(*args, data_dir=embedded_dir)
+        if as_written.returncode != 0:  # the default database is not the demo's: it must say what to pass
+            assert "-d NAME" in as_written.stderr and "hypertail_demo" in as_written.stderr, as_written.stderr
+            assert as_written.stderr.count("\n") == 1, as_written.stderr
+        demo = ht(*args, "-d", "hypertail_demo", data_dir=embedded_dir)
+        assert demo.returncode == 0 and demo.stdout.strip(), (args, demo.stderr)
+
+
+
+def test_embedded_psql_runs_every_c(embedded_dir: Path) -> None:
+    """Item 9: `embedded psql -c A -c B` ran only B."""
+    psql = ht("embedded", "psql", "-c", "select 1", "-c", "select 2", "--", "-At", data_dir=embedded_dir)
+    assert psql.returncode == 0 and psql.stdout.split() == ["1", "2"], psql
+
+
+def test_reading_never_starts_the_embedded_server(embedded_dir: Path) -> None:
+    """Item 9: `traces` silently started a stopped embedded server (or created a new, empty one)."""
+    import json
+
+    for args in (("traces",), ("trace", "4bf92f3577b34da6a3ce929d0e0e4736"), ("status",)):
+        never = ht(*args, data_dir=embedded_dir)
+        assert never.returncode == 1 and "hypertail embedded start" in never.stderr, never.stderr
+        assert not (embedded_dir / "pgdata").exists()  # no empty cluster made to read from
+    assert ht("embedded", "start", data_dir=embedded_dir).returncode == 0
+    assert ht("embedded", "stop", data_dir=embedded_dir).returncode == 0
+    stopped = ht("traces", data_dir=embedded_dir)
+    assert stopped.returncode == 1 and "not running" in stopped.stderr, stopped.stderr
+    assert json.loads(ht("embedded", "status", "--json", data_dir=embedded_dir).stdout)["state"] == "stopped"
+
+
+def test_an_empty_listing_says_since_as_written(dsn: str, tmp_path: Path) -> None:
+    """Item 9: `traces --since 1d` on no traces said `in the last 1 day, 0:00:00`."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[database]\ndsn = "{dsn}"\n')
+    done = run_cli("traces", "--since", "1d", "--config", str(cfg))
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "no traces started in the last 1d match\n")
