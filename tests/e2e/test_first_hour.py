@@ -209,3 +209,27 @@ def test_an_empty_listing_says_since_as_written(dsn: str, tmp_path: Path) -> Non
     cfg.write_text(f'[database]\ndsn = "{dsn}"\n')
     done = run_cli("traces", "--since", "1d", "--config", str(cfg))
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "no traces started in the last 1d match\n")
+
+
+def test_no_timescaledb_warning_on_the_embedded_server(embedded_dir: Path, tmp_path: Path) -> None:
+    """Item 8: every command against the embedded server warned that TimescaleDB is unavailable,
+    which it always is there; plain tables are no news. `require` still refuses."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_bytes(b"".join(span_line(s) for s in range(5)))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[[sources]]\nname = "app"\npaths = ["{logs}/*.log"]\n[http]\nenabled = false\n'
+                   "[ops]\nrollup_enabled = false\n")
+    run = ht("run", "--config", str(cfg), "--exit-when-idle", "--idle-grace", "0.3", data_dir=embedded_dir)
+    assert run.returncode == 0, run.stderr
+    assert "timescaledb_unavailable" not in run.stdout and '"level":"warning"' not in run.stdout, run.stdout
+    assert '"mode":"plain PostgreSQL"' in run.stdout
+    migrate = ht("migrate", "--config", str(cfg), data_dir=embedded_dir)
+    assert migrate.returncode == 0 and "warning" not in migrate.stderr, migrate.stderr
+    import os
+
+    refused = subprocess.run([sys.executable, "-m", "agent.cli", "migrate", "--config", str(cfg)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "HYPERTAIL_AGENT__DATA_DIR": str(embedded_dir),
+                                  "HYPERTAIL_SCHEMA__TIMESCALEDB": "require"})
+    assert refused.returncode == 1 and "schema.timescaledb = require" in refused.stderr, refused.stderr
