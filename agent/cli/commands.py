@@ -23,11 +23,16 @@ EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Print the effective configuration (secrets masked); warn when nothing would be tailed."""
+    """Print the effective configuration (secrets masked); warn when nothing would be tailed.
+    With ``--connect``, check it against the database and the files instead (:mod:`agent.cli.check`)."""
+    if args.connect:
+        from agent.cli.check import cmd_check_connect
+
+        return cmd_check_connect(args)
     settings = load_settings(args.path)
     print(json.dumps(effective_config(settings), indent=2, sort_keys=True))
     if not settings.sources:
-        print("warning: no [[sources]] configured: nothing will be tailed", file=sys.stderr)
+        note("warning: no [[sources]] configured: nothing will be tailed")
     return EXIT_OK
 
 

@@ -49,6 +49,19 @@ Exit codes: 0 ok, 1 failure, 2 invalid configuration or usage.
 """
 
 
+CHECK_EPILOG = """\
+exit codes with --connect (the first failed check in this order):
+  0 all passed   2 invalid config   3 cannot connect   4 storage mode (timescaledb = require)
+  5 schema not applied and the agent could not apply it   6 missing grants
+  7 a source's glob matches no file
+
+examples:
+  hypertail check-config config.toml
+  hypertail check-config config.toml --connect
+  hypertail check-config config.toml --connect --json | jq '.checks[] | select(.ok | not)'
+"""
+
+
 def _add_config(p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
     p.add_argument("--config", type=Path, metavar="PATH", help=f"config file (default: ${CONFIG_ENV})")
 
@@ -69,12 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     cc = sub.add_parser(
         "check-config",
-        help="validate a config file and print the effective configuration",
+        help="validate a config file (and with --connect: the database, grants and files it names)",
         description="Load PATH, apply HYPERTAIL_* environment overrides and print the effective "
-        "configuration as JSON with secrets masked. Exit 2 with a message naming the key on error.",
-        formatter_class=fmt,
+        "configuration as JSON with secrets masked. Exit 2 with a message naming the key on error. "
+        "With --connect, check instead what the agent will meet: the server, the storage mode it "
+        "would use, the schema version, missing grants, and whether each source's globs match files.",
+        epilog=CHECK_EPILOG, formatter_class=fmt,
     )
     cc.add_argument("path", type=Path, metavar="PATH", help="the TOML config file")
+    cc.add_argument("--connect", action="store_true",
+                    help="connect and check (read-only): server, storage mode, schema, grants, source globs")
+    cc.add_argument("--json", action="store_true", help="with --connect: the checks as JSON")
     cc.set_defaults(func=cmd_check_config)
 
     mg = sub.add_parser(

@@ -189,6 +189,19 @@ async def installed_version(conn: asyncpg.Connection) -> int | None:
     return int(value) if value is not None else None
 
 
+# What the ingest role needs (rendered by grants_for, checked by `check-config --connect`): USAGE on
+# the two schemas, and per table the privileges of INGEST_TABLE_GRANTS (see grants_for for why).
+INGEST_SCHEMAS = ("observability", "hypertail")
+INGEST_TABLE_GRANTS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("SELECT", "INSERT"), ("observability.chat_messages", "observability.document_events", "observability.logs")),
+    (("SELECT", "INSERT", "UPDATE"), ("observability.traces", "observability.spans")),
+    (("SELECT", "INSERT", "UPDATE"), ("observability.metrics_aggregates", "observability.provider_sync_status")),
+    (("SELECT",), ("hypertail.schema_version",)),
+    (("SELECT", "INSERT", "UPDATE", "DELETE"), ("hypertail.checkpoints",)),
+    (("SELECT", "INSERT"), ("hypertail.dead_letters",)),
+)
+
+
 def grants_for(role: str) -> str:
     """Least-privilege GRANTs for an ingest role, as SQL text.
 
@@ -201,16 +214,8 @@ def grants_for(role: str) -> str:
     outlives a transaction on a pooler.
     """
     r = _quote_ident(role)
-    obs = "observability"
-    lines = [
-        f"GRANT USAGE ON SCHEMA {obs}, hypertail TO {r};",
-        f"GRANT SELECT, INSERT ON {obs}.chat_messages, {obs}.document_events, {obs}.logs TO {r};",
-        f"GRANT SELECT, INSERT, UPDATE ON {obs}.traces, {obs}.spans TO {r};",
-        f"GRANT SELECT, INSERT, UPDATE ON {obs}.metrics_aggregates, {obs}.provider_sync_status TO {r};",
-        f"GRANT SELECT ON hypertail.schema_version TO {r};",
-        f"GRANT SELECT, INSERT, UPDATE, DELETE ON hypertail.checkpoints TO {r};",
-        f"GRANT SELECT, INSERT ON hypertail.dead_letters TO {r};",
-    ]
+    lines = [f"GRANT USAGE ON SCHEMA {', '.join(INGEST_SCHEMAS)} TO {r};"]
+    lines += [f"GRANT {', '.join(privs)} ON {', '.join(tables)} TO {r};" for privs, tables in INGEST_TABLE_GRANTS]
     return "\n".join(lines) + "\n"
 
 
