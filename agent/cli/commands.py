@@ -56,7 +56,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings_for_migrate(args)
     if settings.database.dsn is None:
         settings = embedded_settings(settings)
-    with _database(settings, start=True) as dsn:
+    with command_dsn(settings, start=True) as dsn:
         result = asyncio.run(migrate(settings.database, dsn, settings.schema_))
     mode = result.mode
     if mode.fallback:
@@ -68,7 +68,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _database(settings: Settings, database: str | None = None, *, start: bool = False) -> Iterator[str]:
+def command_dsn(settings: Settings, database: str | None = None, *, start: bool = False) -> Iterator[str]:
     """The DSN a command uses: database.dsn, else the embedded server's; ``database`` (``-d``)
     names another database on that server.
 
@@ -153,7 +153,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     agent_id = None if args.all_agents else settings.agent.id
-    with _database(settings, args.database) as dsn:
+    with command_dsn(settings, args.database) as dsn:
         report = asyncio.run(status_report(settings.database, dsn, agent_id))
     status = build_status(agent_id, report)
     print(json.dumps(status, indent=2) if args.json else render_table(status, terminal_width()))
@@ -180,7 +180,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from agent.views.waterfall import render
 
     settings = load_settings(args.config)
-    with _database(settings, args.database) as dsn:
+    with command_dsn(settings, args.database) as dsn:
         view = asyncio.run(fetch_trace(settings.database, dsn, args.trace_id))
     if args.json:
         print(json.dumps(to_json(view), indent=2))
@@ -201,7 +201,7 @@ def cmd_traces(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     f = TraceFilter(since=args.since, status=args.status, operation=args.operation, user_id=args.user,
                     limit=args.limit, failed_spans=args.with_failed_spans)
-    with _database(settings, args.database) as dsn:
+    with command_dsn(settings, args.database) as dsn:
         traces = asyncio.run(fetch_traces(settings.database, dsn, f))
     if args.json:
         print(json.dumps(to_json(traces), indent=2))

@@ -20,6 +20,7 @@ from agent.cli.commands import (
     cmd_trace,
     cmd_traces,
 )
+from agent.cli.deadletters import add_dead_letters_parser
 from agent.cli.embedded import add_embedded_parser
 from agent.config import CONFIG_ENV
 
@@ -42,6 +43,8 @@ examples:
   hypertail migrate --dsn postgresql://admin@db/app
   hypertail migrate --print-grants ingest    least-privilege GRANTs for the agent's role
   hypertail embedded status                  the embedded PostgreSQL (no database.dsn): running?
+  hypertail check-config config.toml --connect   will it work here? server, schema, grants, files
+  hypertail dead-letters --since 1h          lines that became dead letters, and why (then --replay)
   hypertail traces --since 1h --status failed   recent failed requests
   hypertail trace 4bf92f3577b34da6a3ce929d0e0e4736   one request as a waterfall, with its logs
 
@@ -177,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(func=cmd_demo)
     add_embedded_parser(sub)
     _add_trace_parsers(sub)
+    add_dead_letters_parser(sub, _duration, _positive)
     return p
 
 
