@@ -142,3 +142,34 @@ async def test_a_kill_9_during_the_replay_leaves_the_dead_letter_or_the_row(agen
     assert done.returncode == 0 and "replayed 1 of 1 dead letters into rows (spans 1)" in done.stdout, done
     assert await dead_offsets(db) == []
     assert_exact(await seqs(db), 110)
+
+
+async def test_the_agents_role_may_list_but_a_replay_names_the_grant_it_needs(
+        agent: Agent, logs: Path, dsn: str, db: asyncpg.Connection, tmp_path: Path) -> None:
+    from urllib.parse import urlsplit, urlunsplit
+
+    from agent.sink.schema import grants_for
+
+    ingest_with_a_narrow_limit(agent, logs)
+    role = "ht_replay_test"
+    await db.execute(f"DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN")
+    try:
+        await db.execute(grants_for(role))
+        p = urlsplit(dsn)
+        as_role = urlunsplit((p.scheme, f"{role}@{p.netloc.rpartition('@')[2]}", p.path, p.query, p.fragment))
+        cfg = tmp_path / "ingest.toml"
+        cfg.write_text(f'[database]\ndsn = "{as_role}"\n')
+        run = [sys.executable, "-m", "agent.cli", "dead-letters", "--config", str(cfg)]
+        listed = subprocess.run(run, capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert listed.returncode == 0 and "#" in listed.stdout, listed.stderr
+        refused = subprocess.run([*run, "--replay"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert refused.returncode == 1 and "42501" in refused.stderr, refused.stderr
+        assert "GRANT SELECT, DELETE ON hypertail.dead_letters TO <its role>" in refused.stderr
+        assert len(await dead_offsets(db)) == 2 and sum((await seqs(db)).values()) == 108  # nothing half-done
+        await db.execute(f"GRANT SELECT, DELETE ON hypertail.dead_letters TO {role}; "
+                         f"GRANT SELECT ON hypertail.checkpoints TO {role}")
+        done = subprocess.run([*run, "--replay"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert_exact(await seqs(db), 110)
+    finally:
+        await db.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
