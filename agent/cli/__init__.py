@@ -5,8 +5,8 @@ error (with a message that names the key and the bad value); ``check-config --co
 codes that say which check failed. :mod:`agent.cli.parser` defines the arguments,
 :mod:`agent.cli.commands` what each subcommand does, :mod:`agent.cli.embedded` the ``embedded``
 tool, :mod:`agent.cli.status` the ``status`` report, :mod:`agent.cli.check` the connecting
-checks, :mod:`agent.cli.deadletters` the dead-letter tool and :mod:`agent.cli.output` how output
-meets a terminal or a pipe.
+checks, :mod:`agent.cli.deadletters` and :mod:`agent.cli.replay` the dead-letter tool, and
+:mod:`agent.cli.output` how output meets a terminal or a pipe.
 """
 
 from __future__ import annotations
