@@ -225,7 +225,8 @@ def _shared_processors() -> list[Any]:
 
 def _renderer(console: bool, colors: bool) -> Any:
     if console:
-        return structlog.dev.ConsoleRenderer(colors=colors, pad_event_to=28)
+        # plain tracebacks: the default (rich's) prints each frame's local variables, a password among them
+        return structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=structlog.dev.plain_traceback)
     return structlog.processors.JSONRenderer(serializer=orjson.dumps)
 
 

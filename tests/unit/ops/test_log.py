@@ -151,3 +151,28 @@ def test_dropped_counts_the_current_output(restore_logging: object) -> None:
         assert dropped()["write_failed"] == 1
     finally:
         os.close(w)
+
+
+def test_a_readable_traceback_shows_no_local_variables(restore_logging: object) -> None:
+    """A library's exception with its traceback, rendered for a terminal: frames, not their locals
+    (a connect() frame holds the database password)."""
+    import logging
+
+    r, w = os.pipe()
+    try:
+        configure_logging("info", "console", fd=w)
+
+        def connect(password: str) -> None:
+            raise ConnectionError("refused")
+
+        secret = "-".join(("canary", "secret", "77"))  # not in the source text the traceback quotes
+        try:
+            connect(secret)
+        except ConnectionError:
+            logging.getLogger("asyncio").error("Task exception was never retrieved", exc_info=True)
+        text = b"\n".join(_lines(r)).decode()
+    finally:
+        os.close(r)
+        os.close(w)
+    assert "Traceback" in text and "ConnectionError: refused" in text
+    assert "canary-secret-77" not in text
