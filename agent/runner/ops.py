@@ -2,7 +2,8 @@
 
 Liveness (a heartbeat), readiness (a database ping), the HTTP probes and Prometheus metrics,
 ``provider_sync_status`` rows, the one-time prune of checkpoints of files long gone, the rollup
-task, and how tailing events and database retries are logged. None of it is on the data path:
+task, how tailing events and database retries are logged, and what the agent says it does (the
+sources' files at start, progress while it works, the run's totals at the end). None of it is on the data path:
 a failure here is logged and retried, never allowed to stop ingestion.
 """
 
@@ -52,7 +53,7 @@ class Ops:
         shared.metrics.seconds_since_last_commit.set_function(self._since_last_commit)
 
     def schema_checked(self) -> None:
-        """Startup applied or checked the schema: the sync reports may start."""
+        """Startup applied or checked the schema: reports need not look for their table any more."""
         self.schema_ready = True
 
     def on_source_event(self, name: str, fields: dict[str, Any]) -> None:
