@@ -48,7 +48,7 @@ def run_checks(path: str | None, settings: Settings) -> list[Line]:
 
 
 def _database_lines(settings: Settings) -> list[Line]:
-    from agent.sink.validate import check_database
+    from agent.sink.validate import Verdict, check_database
 
     embedded = settings.database.dsn is None
     try:
@@ -58,7 +58,7 @@ def _database_lines(settings: Settings) -> list[Line]:
         return [Line("server", False, str(exc))]
     mode = result.mode
     if embedded and settings.schema_.timescaledb == "auto":
-        mode = type(mode)(True, "plain PostgreSQL (the embedded server has no TimescaleDB)")
+        mode = Verdict(True, "plain PostgreSQL (the embedded server has no TimescaleDB)")
     where = "the embedded PostgreSQL" if embedded else mask_dsn(dsn)
     return [Line("server", True, f"{result.server} ({where})"), Line("storage", mode.ok, mode.text),
             Line("schema", result.schema.ok, result.schema.text), Line("grants", result.grants.ok, result.grants.text)]
@@ -78,12 +78,11 @@ def _dsn(settings: Settings) -> str:
 
 
 def _source_lines(settings: Settings) -> list[Line]:
-    from agent.sources import SourceSpec
+    from agent.runner.lifecycle import source_specs
     from agent.sources.survey import survey
 
-    specs = [SourceSpec(s.name, tuple(s.paths), tuple(s.exclude), s.start_at) for s in settings.sources]
     out = []
-    for found in survey(specs, settings.tail.follow_symlinks):
+    for found in survey(source_specs(settings), settings.tail.follow_symlinks):
         paths = found.paths
         named = ", ".join(paths[:SHOWN_PATHS]) + (f" and {len(paths) - SHOWN_PATHS} more"
                                                   if len(paths) > SHOWN_PATHS else "")

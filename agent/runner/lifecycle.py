@@ -139,7 +139,7 @@ class Runner:
         shared.tailer = make_tailer(self.settings, checkpoints, ops.on_source_event)
         shared.state.started = True
         self.log.info("agent.ready", checkpoints=len(checkpoints))
-        ops.log_sources()
+        ops.log_sources(source_specs(self.settings))
         if self.settings.ops.progress_interval_s > 0:
             background.append(asyncio.create_task(ops.progress(self.settings.ops.progress_interval_s),
                                                   name="progress"))
@@ -220,10 +220,6 @@ def make_tailer(settings: Settings, checkpoints: list[Checkpoint],
                 on_event: Callable[[str, dict[str, Any]], None]) -> Tailer:
     """The tailer for ``[[sources]]`` and ``[tail]``, resuming from the committed checkpoints."""
     t = settings.tail
-    specs = [
-        SourceSpec(name=s.name, paths=tuple(s.paths), exclude=tuple(s.exclude), start_at=s.start_at)
-        for s in settings.sources
-    ]
     options = TailOptions(
         max_line_bytes=t.max_line_bytes, oversize_prefix_bytes=t.oversize_prefix_bytes,
         max_open_files=t.max_open_files, rescan_interval_s=t.rescan_interval_ms / 1000,
@@ -231,4 +227,10 @@ def make_tailer(settings: Settings, checkpoints: list[Checkpoint],
         rotate_grace_s=t.rotate_grace_ms / 1000, idle_close_s=t.idle_close_s,
         follow_symlinks=t.follow_symlinks,
     )
-    return Tailer(specs, checkpoints, options, on_event=on_event)
+    return Tailer(source_specs(settings), checkpoints, options, on_event=on_event)
+
+
+def source_specs(settings: Settings) -> list[SourceSpec]:
+    """``[[sources]]`` as the sources stage takes them (the tailer, and the start lines' survey)."""
+    return [SourceSpec(name=s.name, paths=tuple(s.paths), exclude=tuple(s.exclude), start_at=s.start_at)
+            for s in settings.sources]

@@ -205,13 +205,11 @@ class Ops:
 
 
     # ---- what the agent says it is doing -------------------------------------------------------
-    def log_sources(self) -> None:
+    def log_sources(self, specs: list[SourceSpec]) -> None:
         """One ``source.files`` line per source naming the files its globs match now, and a
         ``source.no_match`` warning per glob that matches nothing (a typo, or files to come)."""
-        settings = self.shared.settings
-        specs = [SourceSpec(s.name, tuple(s.paths), tuple(s.exclude), s.start_at) for s in settings.sources]
         log = self.shared.log
-        for found in survey(specs, settings.tail.follow_symlinks):
+        for found in survey(specs, self.shared.settings.tail.follow_symlinks):
             paths = found.paths
             log.info("source.files", source=found.source, files=len(paths), paths=paths[:PATHS_LOGGED],
                      more=max(0, len(paths) - PATHS_LOGGED))
