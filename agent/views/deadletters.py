@@ -8,6 +8,7 @@ what reaches the terminal is exactly what the reader sees, and a line stays one 
 
 from __future__ import annotations
 
+import textwrap
 import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -78,12 +79,16 @@ def _when(at: datetime) -> str:
 
 
 def block(dl: DeadLetterLike, width: int | None) -> list[str]:
-    """One dead letter as three lines: where it came from, why, and its bytes (cut to ``width``)."""
+    """One dead letter: where it came from, why (both wrapped to ``width``, never cut: they are
+    what to act on), and its bytes on one line (cut to ``width``)."""
     stored = "" if stored_whole(dl) else f", the first {len(dl.raw)} stored"
     head = (f"#{dl.id}  {_when(dl.received_at)} UTC  {dl.source}  {dl.path}:{dl.byte_offset}  "
             f"({dl.line_length} bytes{stored})")
-    lines = [head, f"    reason: {dl.reason}", f"    raw:    {preview(dl.raw, 4096)}"]
-    return lines if width is None else [cut(line, width) for line in lines]
+    raw = f"    raw:    {preview(dl.raw, 4096)}"
+    if width is None:
+        return [head, f"    reason: {dl.reason}", raw]
+    wrap = textwrap.TextWrapper(width, subsequent_indent=" " * 12, break_on_hyphens=False, break_long_words=True)
+    return [*wrap.wrap(head), *wrap.wrap(f"    reason: {dl.reason}"), cut(raw, width)]
 
 
 def listing(dead: Sequence[DeadLetterLike], total: int, width: int | None) -> list[str]:

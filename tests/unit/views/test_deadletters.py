@@ -42,8 +42,11 @@ class Dead:
 
 def test_a_block_says_where_why_and_how_much_is_stored() -> None:
     lines = block(Dead(), 80)
-    assert lines[0] == "#7  2026-05-01 12:00:00 UTC  app  /var/log/app/app.log:4096  (3001 bytes, the f…"
-    assert lines[1].startswith("    reason: line is 3001 bytes") and lines[2].startswith('    raw:    {"record_type"')
+    assert lines[:2] == ["#7  2026-05-01 12:00:00 UTC  app  /var/log/app/app.log:4096  (3001 bytes, the",
+                         "            first 1024 stored)"]
+    assert lines[2] == "    reason: line is 3001 bytes, longer than tail.max_line_bytes (1024); its"
+    assert lines[3] == "            first bytes are kept"  # the reason is wrapped, never cut
+    assert lines[4].startswith('    raw:    {"record_type"') and lines[4].endswith("…")
     assert all(len(line) <= 80 for line in lines)
     assert "stored" not in block(Dead(line_length=len(Dead.raw) + 1), None)[0]
 
