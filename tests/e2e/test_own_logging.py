@@ -133,4 +133,5 @@ def test_log_level_from_the_flag_and_the_environment(agent: Agent, logs: Path) -
         fh.write(span_line(10))
     agent.start("--exit-when-idle", "--idle-grace", "0.3")
     assert agent.wait(60) == 0, agent.output()
-    assert agent.output().strip() == ""  # nothing at warning or above happened
+    levels = {orjson.loads(line)["level"] for line in agent.output().splitlines()}
+    assert levels <= {"warning"}  # none below (a server without TimescaleDB warns so, that is all)
