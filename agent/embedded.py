@@ -53,8 +53,7 @@ class Embedded:
 
     def dsn_for(self, database: str) -> str:
         """The DSN of ``database`` on this server (the socket directory stays in the query)."""
-        parts = urlsplit(self.admin_dsn)
-        return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+        return with_database(self.admin_dsn, database)
 
 
 @dataclass(frozen=True)
@@ -190,6 +189,21 @@ def embedded_session(data_dir: Path | None, *, keep_running: bool) -> Iterator[E
         yield emb
     finally:
         release(emb, data_dir, keep_running=keep_running)
+
+
+def running_dsn(data_dir: Path | None = None) -> str | None:
+    """The admin DSN of the embedded server while it runs, else None; starts nothing (what the
+    read-only commands use: they never start a server someone stopped)."""
+    _package()
+    pgdata = pgdata_dir(data_dir)
+    info = _postmaster(pgdata) if (pgdata / "PG_VERSION").exists() else None
+    return None if info is None else str(info.get_uri(database=ADMIN_DATABASE))
+
+
+def with_database(dsn: str, database: str) -> str:
+    """``dsn`` naming ``database`` instead (the rest, socket directory included, unchanged)."""
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
 
 
 def _server_version() -> str:

@@ -73,7 +73,8 @@ def add_embedded_parser(sub: Any) -> None:
                             "server; without psql, print the DSN to use with another client.",
                             epilog="example:\n  hypertail embedded psql -d hypertail_demo -c 'select count(*) "
                             "from observability.spans'", formatter_class=fmt)
-    ps.add_argument("-c", "--command", metavar="SQL", help="run SQL and exit (as psql -c)")
+    ps.add_argument("-c", "--command", metavar="SQL", action="append", default=[],
+                    help="run SQL and exit (as psql -c); repeat it to run several, in order")
     ps.add_argument("psql_args", nargs=argparse.REMAINDER, metavar="-- PSQL_ARGS",
                     help="more options for psql, after --")
     ps.set_defaults(func=cmd_embedded_psql)
@@ -100,11 +101,11 @@ def cmd_embedded_status(args: argparse.Namespace) -> int:
         print(f"embedded PostgreSQL: not created yet; `hypertail run` or `hypertail demo` without "
               f"database.dsn creates it in {st.pgdata} ({st.version})")
         return EXIT_OK
-    from tqdm import tqdm
+    from rich.filesize import decimal
 
     state = f"running (pid {st.pid})" if st.state == "running" else "stopped"
     print(f"embedded PostgreSQL: {state}")
-    print(f"  data directory: {st.pgdata} ({tqdm.format_sizeof(st.size_bytes, 'B', 1024)})")
+    print(f"  data directory: {st.pgdata} ({decimal(st.size_bytes)})")
     print(f"  version:        {st.version} (data directory of version {st.data_version})")
     if st.dsn is not None:
         print(f"  dsn:            {st.dsn}")
@@ -157,7 +158,8 @@ def cmd_embedded_psql(args: argparse.Namespace) -> int:
     extra = list(args.psql_args)
     if extra[:1] == ["--"]:
         extra = extra[1:]
-    argv = psql_argv(emb.dsn_for(args.database), *(["-c", args.command] if args.command else []), *extra)
+    commands = [arg for sql in args.command for arg in ("-c", sql)]
+    argv = psql_argv(emb.dsn_for(args.database), *commands, *extra)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)  # psql owns the terminal (and Ctrl-C) from here on

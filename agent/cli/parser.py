@@ -20,6 +20,7 @@ from agent.cli.commands import (
     cmd_trace,
     cmd_traces,
 )
+from agent.cli.deadletters import add_dead_letters_parser
 from agent.cli.embedded import add_embedded_parser
 from agent.config import CONFIG_ENV
 
@@ -42,6 +43,8 @@ examples:
   hypertail migrate --dsn postgresql://admin@db/app
   hypertail migrate --print-grants ingest    least-privilege GRANTs for the agent's role
   hypertail embedded status                  the embedded PostgreSQL (no database.dsn): running?
+  hypertail check-config config.toml --connect   will it work here? server, schema, grants, files
+  hypertail dead-letters --since 1h          lines that became dead letters, and why (then --replay)
   hypertail traces --since 1h --status failed   recent failed requests
   hypertail trace 4bf92f3577b34da6a3ce929d0e0e4736   one request as a waterfall, with its logs
 
@@ -49,8 +52,27 @@ Exit codes: 0 ok, 1 failure, 2 invalid configuration or usage.
 """
 
 
+CHECK_EPILOG = """\
+exit codes with --connect (the first failed check in this order):
+  0 all passed   2 invalid config   3 cannot connect   4 storage mode (timescaledb = require)
+  5 schema not applied and the agent could not apply it   6 missing grants
+  7 a source's glob matches no file
+
+examples:
+  hypertail check-config config.toml
+  hypertail check-config config.toml --connect
+  hypertail check-config config.toml --connect --json | jq '.checks[] | select(.ok | not)'
+"""
+
+
 def _add_config(p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
     p.add_argument("--config", type=Path, metavar="PATH", help=f"config file (default: ${CONFIG_ENV})")
+
+
+def _add_database(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-d", "--database", metavar="NAME",
+                   help="read database NAME on the same server (default: the one of database.dsn; on the embedded "
+                   "PostgreSQL `postgres`, where `hypertail run` writes; `hypertail demo` writes to hypertail_demo)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,12 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     cc = sub.add_parser(
         "check-config",
-        help="validate a config file and print the effective configuration",
+        help="validate a config file (and with --connect: the database, grants and files it names)",
         description="Load PATH, apply HYPERTAIL_* environment overrides and print the effective "
-        "configuration as JSON with secrets masked. Exit 2 with a message naming the key on error.",
-        formatter_class=fmt,
+        "configuration as JSON with secrets masked. Exit 2 with a message naming the key on error. "
+        "With --connect, check instead what the agent will meet: the server, the storage mode it "
+        "would use, the schema version, missing grants, and whether each source's globs match files.",
+        epilog=CHECK_EPILOG, formatter_class=fmt,
     )
     cc.add_argument("path", type=Path, metavar="PATH", help="the TOML config file")
+    cc.add_argument("--connect", action="store_true",
+                    help="connect and check (read-only): server, storage mode, schema, grants, source globs")
+    cc.add_argument("--json", action="store_true", help="with --connect: the checks as JSON")
     cc.set_defaults(func=cmd_check_config)
 
     mg = sub.add_parser(
@@ -110,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rn.add_argument("--idle-grace", type=float, default=1.0, metavar="SECONDS",
                     help="quiet period for --exit-when-idle (default: 1.0)")
+    rn.add_argument("--log-level", choices=("debug", "info", "warning", "error"), metavar="LEVEL",
+                    help="lowest level of the agent's own log on stdout: debug (one line per batch), info, "
+                    "warning, error (default: agent.log_level, info)")
+    rn.add_argument("--log-format", choices=("auto", "json", "console"), metavar="FORMAT",
+                    help="json (one object per line), console (readable), or auto: console on a terminal, "
+                    "json otherwise (default: agent.log_format, auto)")
     rn.set_defaults(func=cmd_run)
 
     st = sub.add_parser(
@@ -120,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     _add_config(st)
+    _add_database(st)
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--all-agents", action="store_true", help="include files committed by other agents")
     st.set_defaults(func=cmd_status)
@@ -146,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(func=cmd_demo)
     add_embedded_parser(sub)
     _add_trace_parsers(sub)
+    add_dead_letters_parser(sub, _duration, _positive)
     return p
 
 
@@ -187,6 +222,7 @@ def _add_trace_parsers(sub: Any) -> None:
     )
     tr.add_argument("trace_id", metavar="TRACE_ID", type=_trace_id, help="32 hex digits (W3C trace id)")
     _add_config(tr)
+    _add_database(tr)
     tr.add_argument("--json", action="store_true", help="print the same data as JSON (all spans, unfolded)")
     tr.add_argument("--all", action="store_true", help="do not fold repeated spans or cut long traces")
     tr.add_argument("--width", type=int, metavar="COLUMNS", help="output width (default: the terminal's)")
@@ -197,9 +233,15 @@ def _add_trace_parsers(sub: Any) -> None:
         "filters, each with its duration, span count, tokens and cost.", epilog=TRACES_EPILOG, formatter_class=fmt,
     )
     _add_config(ts)
+    _add_database(ts)
     ts.add_argument("--since", type=_duration, default=timedelta(hours=1), metavar="AGE",
                     help="how far back to look (default: 1h)")
-    ts.add_argument("--status", choices=("completed", "failed", "in_progress"), help="only traces in this status")
+    ts.add_argument("--status", choices=("completed", "failed", "in_progress"),
+                    help="only traces in this status: the request's own outcome (failed: an exception left the "
+                    "trace, or the app marked it failed)")
+    ts.add_argument("--with-failed-spans", action="store_true",
+                    help="only traces in which some span failed, whatever the trace's own status (a step that "
+                    "failed and was handled, e.g. a reranker that timed out, leaves the request completed)")
     ts.add_argument("--operation", metavar="TYPE", help="only this operation_type (e.g. chat, rag_query)")
     ts.add_argument("--user", type=_uuid, metavar="USER_ID", help="only this user_id (a UUID)")
     ts.add_argument("--limit", type=_positive, default=50, metavar="N", help="at most N traces (default: 50)")

@@ -21,8 +21,10 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from agent.cli.output import wrapped
 from agent.sink.layout import HypertableLayout, render_layout
 from agent.sink.status import AgentStatus, CheckpointStatus, StatusReport
+from agent.views.table import Column, fit
 
 
 def _size_if_same(path: str, device: int, inode: int) -> tuple[int | None, str]:
@@ -106,16 +108,16 @@ def build_status(agent_id: str | None, report: StatusReport) -> dict[str, Any]:
     }
 
 
-def render_table(status: dict[str, Any]) -> str:
+def render_table(status: dict[str, Any], width: int | None = None) -> str:
     """The agents' states (with a stall's reason), one line per file (biggest lag first), and the
-    hypertables' layout."""
+    hypertables' layout; the files' table fits ``width`` (None: a pipe, every column whole)."""
     lines = [_agent_line(a) for a in status.get("agents", [])]
-    lines.append(_files_table(status["files"]))
+    lines.append(_files_table(status["files"], width))
     lines.extend(_source_line(s, status.get("compress_after")) for s in status.get("sources", [])
                  if s["behind_compress_after"] is not None)
     if status.get("hypertables"):
         lines.append("hypertables:")
-        lines.extend(render_layout([HypertableLayout(**h) for h in status["hypertables"]]))
+        lines.extend(wrapped(render_layout([HypertableLayout(**h) for h in status["hypertables"]]), width))
     return "\n".join(lines)
 
 
@@ -131,20 +133,27 @@ def _agent_line(a: dict[str, Any]) -> str:
     return f"agent {a['agent_id']}: {a['status']}{why}"
 
 
-def _files_table(files: list[dict[str, Any]]) -> str:
+FILE_COLUMNS = (
+    Column("SOURCE", keep=7, shrink=6), Column("STATE", keep=8), Column("COMMITTED", right=True, keep=2),
+    Column("SIZE", right=True, keep=1), Column("BEHIND", right=True, keep=6), Column("DEAD/1h", right=True, keep=5),
+    Column("LAST COMMIT", keep=3), Column("PATH", keep=9, shrink=16, cut_left=True),
+)
+
+
+def _files_table(files: list[dict[str, Any]], width: int | None) -> str:
     files = sorted(files, key=lambda f: -(f["bytes_behind"] or 0))
     if not files:
         return "no checkpoints yet: nothing has been committed by this agent"
-    head = ("SOURCE", "STATE", "COMMITTED", "SIZE", "BEHIND", "DEAD/1h", "LAST COMMIT", "PATH")
-    rows = [head] + [
+    rows = [
         (
             f["source"], f["state"], str(f["committed_offset"]), _num(f["size"]), _num(f["bytes_behind"]),
             str(f["dead_letters_1h"]), f["last_commit"][:19].replace("T", " "), f["path"],
         )
         for f in files
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows)
+    fitted = fit(FILE_COLUMNS, rows, width)
+    hidden = [f"hidden at {width} columns: {', '.join(fitted.hidden)} (--json shows all)"] if fitted.hidden else []
+    return "\n".join(fitted.lines + hidden)
 
 
 def _num(v: int | None) -> str:

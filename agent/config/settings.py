@@ -109,6 +109,10 @@ class AgentSettings(_Section):
     # The embedded PostgreSQL (no database.dsn) outlives the command unless this is false.
     embedded_keep_running: bool = True
     checkpoint_retention_days: int = Field(default=30, ge=0)
+    # The agent's own log on stdout: the lowest level written, and JSON lines or readable ones
+    # (auto: readable on a terminal, JSON otherwise). `hypertail run --log-level/--log-format` beat these.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
 
 
 class HttpSettings(_Section):
@@ -143,6 +147,8 @@ class OpsSettings(_Section):
     rollup_interval_s: float = Field(default=60.0, gt=0)
     rollup_lookback_1m_s: int = Field(default=900, ge=60)
     rollup_lookback_1h_s: int = Field(default=3 * 3600, ge=3600)
+    # An ingest.progress line this often while there is work (lines read or bytes behind); 0: never.
+    progress_interval_s: float = Field(default=60.0, ge=0)
 
 
 class SchemaSettings(_Section):

@@ -35,7 +35,7 @@ def process_document(rng: random.Random, kb_id: uuid.UUID, fail: bool) -> None:
     """One document through upload, parse, chunk, embed and index (a failure stops the chain)."""
     doc = _uuid(rng)
     pages = rng.randint(1, 40)
-    with emit.trace("ingest_document", operation_type="document_processing", kb_id=kb_id):
+    with emit.trace("ingest_document", operation_type="document_processing", kb_id=kb_id) as t:
         log.info("document.received", document_id=str(doc), pages=pages)
         for step in ("upload", "parse", "chunk", "embed", "index"):
             ms = rng.randint(5, 400)
@@ -43,6 +43,9 @@ def process_document(rng: random.Random, kb_id: uuid.UUID, fail: bool) -> None:
                 log.error("document.embed_failed", document_id=str(doc), status=503)
                 emit.document_event(step, "failed", document_id=doc, kb_id=kb_id, duration_ms=ms,
                                     error_message="embedding service returned 503")
+                # The request failed, though no exception left the trace: say so, or it ends "completed".
+                t.set(status="failed", error_type="EmbeddingUnavailable",
+                      error_message="embedding service returned 503")
                 return
             with emit.span(step, "document", document_id=doc) as s:
                 s.set(chunk_count=pages * 3 if step in ("chunk", "embed", "index") else None)
@@ -63,7 +66,8 @@ def chat_turn(rng: random.Random, kb_id: uuid.UUID, user: uuid.UUID, conv: str, 
             hits = rng.randint(3, 8)
             s.set(result_count=hits)
             log.debug("retrieve.hits", hits=hits)
-        if rng.random() < 0.2:  # the reranker sometimes times out; the app goes on without it
+        if rng.random() < 0.2:  # the reranker sometimes times out; the app goes on without it, so the
+            # span is failed and the request is not: `hypertail traces --with-failed-spans` finds these
             try:
                 with emit.span("rerank", "rerank"):
                     time.sleep(0.002)

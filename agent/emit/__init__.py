@@ -81,10 +81,13 @@ def configure(
 
     A file is rotated by rename (``path.1`` .. ``path.<backup_count>``) once it would pass
     ``max_bytes``; the sidecar follows renames. Several processes may configure the same
-    ``path``: rotation is coordinated between them (see :class:`LineWriter`). ``level`` filters
-    ordinary log lines only: records are always written. ``extra_processors`` run before
-    rendering. Errors opening ``path`` are raised here, at setup, where they can be fixed; after
-    that nothing raises.
+    ``path``: rotation is coordinated between them (see :class:`LineWriter`). Missing folders of
+    ``path`` are created (as ``mkdir -p`` would), here and whenever they disappear later.
+    ``level`` filters ordinary log lines only: records are always written; the default ``"info"``
+    drops ``log.debug`` lines, pass ``level="debug"`` to keep them. ``extra_processors`` run
+    before rendering. Errors creating or opening ``path`` (permissions) are raised here, at setup,
+    where they can be fixed; after that nothing raises: a line that cannot be written is counted
+    (:func:`dropped`).
     """
     writer = LineWriter(os.fspath(path) if path is not None else None, fd=fd,
                         max_bytes=max_bytes, backup_count=backup_count)

@@ -8,9 +8,12 @@ application's own exceptions pass through after being recorded.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import sys
 import time
 import uuid
+import warnings
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Final
@@ -26,6 +29,12 @@ _STRINGS: Final = frozenset({
 _CUT: Final = {"input_preview": c.PREVIEW_MAX, "output_preview": c.PREVIEW_MAX,
                "error_message": c.ERROR_MESSAGE_MAX, "error_type": 255, "name": 255}
 _NEVER: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_UUIDS: Final = frozenset(f.name for fields in c.FIELDS.values() for f in fields if f.type == c.UUID_T)
+_WARNED: set[str] = set()
+
+
+class InvalidFieldWarning(UserWarning):
+    """A value the agent cannot store in its column (a user_id that is not a UUID...)."""
 
 
 def iso(dt: datetime) -> str:
@@ -52,6 +61,8 @@ def split(fields: dict[str, Any], known: frozenset[str], into: dict[str, Any], m
 
 def _prepare(key: str, value: Any) -> Any:
     """Text cut to its limit; a non-text label rendered with ``str()`` (and counted as coerced)."""
+    if key in _UUIDS and key not in _WARNED and not isinstance(value, uuid.UUID):
+        _check_uuid(key, value)
     if type(value) is str:
         top = _CUT.get(key)
         return value[:top] if top else value
@@ -59,6 +70,32 @@ def _prepare(key: str, value: Any) -> Any:
         STATS.add(coerced=1)
         return _prepare(key, text_of(value))
     return _text(value)
+
+
+def _check_uuid(key: str, value: Any) -> None:
+    """The agent stores a UUID column's invalid value as NULL and keeps it only in
+    ``metadata._invalid``, which no developer looks at: warn once per field, at the line of the
+    application that passed it (a Python warning: visible in development, silenced as usual)."""
+    try:
+        uuid.UUID(str(value))
+        return
+    except (ValueError, TypeError):
+        pass
+    _WARNED.add(key)
+    with contextlib.suppress(Exception):  # warnings turned into errors: never raise into the application
+        warnings.warn(
+            f"agent.emit: {key}={text_of(value)[:60]!r} is not a UUID, so hypertail stores NULL in the {key} "
+            f"column (the value is kept in metadata._invalid); pass a uuid.UUID or its text, or give the value "
+            f"another name so that it goes to metadata (warned once per field)",
+            InvalidFieldWarning, stacklevel=_app_frame())
+
+
+def _app_frame() -> int:
+    """The ``stacklevel`` of the first frame outside agent.emit (the application's call)."""
+    frame, level = sys._getframe(2), 2  # 1 is _check_uuid itself, which calls warnings.warn
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith("agent.emit"):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level
 
 
 def _error_fields(exc: BaseException) -> dict[str, Any]:

@@ -46,8 +46,16 @@ class LineWriter:
         self._size = self._current_size()
 
     def _open(self) -> int:
+        """Open ``path`` for appending, creating it and, like ``mkdir -p``, its missing folders:
+        a log folder that does not exist yet (a first start) or no longer (a clean-up removed
+        it) costs no line once it can be created again."""
         assert self.path is not None
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            fd = os.open(self.path, flags, 0o644)
         info = os.fstat(fd)
         self._devino = (info.st_dev, info.st_ino)
         return fd

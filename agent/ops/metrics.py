@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from agent.ops.log import DROP_REASONS, dropped
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _ROW_BUCKETS = (1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 50000)
@@ -58,6 +61,55 @@ class Metrics:
         self.source_events = Counter(
             "hypertail_source_events", "Tailing events (rotation, truncation...)", ["event"], registry=r
         )
+        r.register(LogDrops())
+
+    def totals(self) -> Totals:
+        """What this agent ingested so far: lines read, rows per table, dead letters."""
+        return Totals(
+            lines=int(sum(_values(self.lines_read).values())),
+            rows={table: int(n) for table, n in _values(self.rows_written).items()},
+            dead_letters=int(sum(_values(self.dead_letters).values())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Counts since the agent started (:meth:`Metrics.totals`); ``minus`` gives an interval's."""
+
+    lines: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+
+    def minus(self, earlier: Totals) -> Totals:
+        rows = {t: n - earlier.rows.get(t, 0) for t, n in self.rows.items() if n - earlier.rows.get(t, 0)}
+        return Totals(self.lines - earlier.lines, rows, self.dead_letters - earlier.dead_letters)
+
+
+def _values(counter: Counter) -> dict[str, float]:
+    """A one-label counter's value per label value (its ``_total`` samples)."""
+    out: dict[str, float] = {}
+    for family in counter.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                label = next(iter(sample.labels.values()), "")
+                out[label] = out.get(label, 0.0) + sample.value
+    return out
+
+
+class LogDrops(Collector):
+    """``hypertail_log_lines_dropped_total{reason}``: lines of the agent's own log that were dropped
+    (``write_failed``: stdout refused them, e.g. a closed pipe or a full disk; ``queue_full``: a
+    reader too slow). They are counted in the process's log output, see :mod:`agent.ops.log`."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "hypertail_log_lines_dropped", "Lines of the agent's own log dropped (never blocks ingestion)",
+            labels=["reason"],
+        )
+        counts = dropped()
+        for reason in DROP_REASONS:
+            family.add_metric([reason], counts.get(reason, 0))
+        yield family
 
 
 class BackfillCollector(Collector):

@@ -118,6 +118,12 @@ def agent_status(*, started: bool, stalled: str | None, error: str | None, final
     return "running" if started else "starting"
 
 
+async def table_ready(conn: Any) -> bool:
+    """Whether provider_sync_status exists: before startup applied the schema of a new database
+    it does not, and there is nothing to report into yet (which is not a failure)."""
+    return bool(await conn.fetchval("SELECT to_regclass('observability.provider_sync_status') IS NOT NULL"))
+
+
 async def report_agent(
     conn: Any, agent_id: str, *, started: bool, stalled: str | None, error: str | None, retries: int,
     last_commit: float | None, final: bool = False,

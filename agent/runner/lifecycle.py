@@ -7,7 +7,9 @@ very start, so liveness and readiness answer while the database is still down.
 
 Shutdown is two-phase: the first SIGTERM/SIGINT stops reading and drains what was read into a
 final commit within ``agent.shutdown_timeout_s``; a second signal exits at once. Nothing is lost
-either way: whatever was not committed is read again on the next start.
+either way: whatever was not committed is read again on the next start. A signal acts first and
+logs after: the agent's own log (:mod:`agent.ops.log`) never raises nor blocks, and even so,
+stopping must not depend on stdout (a closed pipe, a stalled reader).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from agent import __version__
 from agent.config import Settings, mask_dsn
 from agent.model import Checkpoint
-from agent.ops.log import get_logger
+from agent.ops.log import flush_logs, get_logger
 from agent.ops.metrics import BackfillCollector, Metrics
 from agent.runner.ops import Ops, rollup_task
 from agent.runner.parsing import LineParser
@@ -41,6 +43,7 @@ _BACKGROUND_GRACE_S = 2.0  # for background loops to see the stop event and end
 # is freed by reference counting), so the larger threshold costs no memory to speak of.
 _GC_YOUNG_THRESHOLD = 100_000
 _WATCHDOG_SLACK_S = 15.0  # beyond the drain's timeout: final report, HTTP and connection close
+_FORCED_EXIT_FLUSH_S = 0.2  # a second signal exits at once: its log line gets this long, no more
 
 
 class Runner:
@@ -92,12 +95,15 @@ class Runner:
         self.request_stop()
 
     def _on_signal(self, signum: int) -> None:
+        """Act first, log after (see the module docstring)."""
         self._signals += 1
+        name = signal.Signals(signum).name
         if self._signals > 1:
-            self.log.warning("agent.forced_exit", signal=signal.Signals(signum).name)
+            self.log.warning("agent.forced_exit", signal=name)
+            flush_logs(_FORCED_EXIT_FLUSH_S)
             os._exit(130)
-        self.log.info("agent.stopping", signal=signal.Signals(signum).name)
         self.request_stop()
+        self.log.info("agent.stopping", signal=name)
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT: the first drains, a second exits at once."""
@@ -112,13 +118,14 @@ class Runner:
         self.log.info("agent.starting", version=__version__, database=mask_dsn(self.dsn),
                       sources=[s.name for s in self.settings.sources],
                       app_logs={s.name: s.app_logs for s in self.settings.sources})
-        background = [asyncio.create_task(ops.heartbeat(), name="heartbeat")]
-        await ops.start_http()
-        background.append(asyncio.create_task(ops.loop(), name="ops"))
+        await ops.start_http()  # first: a port clash is a config error before anything runs
+        background = [asyncio.create_task(ops.heartbeat(), name="heartbeat"),
+                      asyncio.create_task(ops.loop(), name="ops")]
         checkpoints = await self._startup()
         if checkpoints is None:  # stopped before the database ever answered
             await self._shutdown_background(background)
             return self.exit_code
+        ops.schema_checked()
         shared.db_ok = True
         shared.stall_logged = None
         self.log.info("db.mode", mode=self.sink.health.mode)
@@ -130,6 +137,10 @@ class Runner:
         shared.tailer = make_tailer(self.settings, checkpoints, ops.on_source_event)
         shared.state.started = True
         self.log.info("agent.ready", checkpoints=len(checkpoints))
+        ops.log_sources(source_specs(self.settings))
+        if self.settings.ops.progress_interval_s > 0:
+            background.append(asyncio.create_task(ops.progress(self.settings.ops.progress_interval_s),
+                                                  name="progress"))
         if on_ready is not None:
             on_ready()
         _settle_gc()
@@ -166,7 +177,7 @@ class Runner:
                 return
             async with asyncio.timeout(timeout):
                 await self.pipeline.finish(reader, committer)
-            self.log.info("agent.stopped")
+            self.log.info("agent.stopped", **self.ops.run_totals())
         except TimeoutError:
             self.log.error("agent.shutdown_timeout", timeout_s=timeout)
             self.exit_code = 1
@@ -207,10 +218,6 @@ def make_tailer(settings: Settings, checkpoints: list[Checkpoint],
                 on_event: Callable[[str, dict[str, Any]], None]) -> Tailer:
     """The tailer for ``[[sources]]`` and ``[tail]``, resuming from the committed checkpoints."""
     t = settings.tail
-    specs = [
-        SourceSpec(name=s.name, paths=tuple(s.paths), exclude=tuple(s.exclude), start_at=s.start_at)
-        for s in settings.sources
-    ]
     options = TailOptions(
         max_line_bytes=t.max_line_bytes, oversize_prefix_bytes=t.oversize_prefix_bytes,
         max_open_files=t.max_open_files, rescan_interval_s=t.rescan_interval_ms / 1000,
@@ -218,4 +225,10 @@ def make_tailer(settings: Settings, checkpoints: list[Checkpoint],
         rotate_grace_s=t.rotate_grace_ms / 1000, idle_close_s=t.idle_close_s,
         follow_symlinks=t.follow_symlinks, block_lines=min(MAX_BLOCK_LINES, settings.batch.max_rows),
     )
-    return Tailer(specs, checkpoints, options, on_event=on_event)
+    return Tailer(source_specs(settings), checkpoints, options, on_event=on_event)
+
+
+def source_specs(settings: Settings) -> list[SourceSpec]:
+    """``[[sources]]`` as the sources stage takes them (the tailer, and the start lines' survey)."""
+    return [SourceSpec(name=s.name, paths=tuple(s.paths), exclude=tuple(s.exclude), start_at=s.start_at)
+            for s in settings.sources]

@@ -2,7 +2,8 @@
 
 Liveness (a heartbeat), readiness (a database ping), the HTTP probes and Prometheus metrics,
 ``provider_sync_status`` rows, the one-time prune of checkpoints of files long gone, the rollup
-task, and how tailing events and database retries are logged. None of it is on the data path:
+task, how tailing events and database retries are logged, and what the agent says it does (the
+sources' files at start, progress while it works, the run's totals at the end). None of it is on the data path:
 a failure here is logged and retried, never allowed to stop ingestion.
 """
 
@@ -14,11 +15,17 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from agent.errors import ConfigError
 from agent.ops.http import ProbeView, serve
+from agent.ops.metrics import Totals
 from agent.ops.rollup import rollup_loop
-from agent.ops.sync import FileSync, report, report_agent
+from agent.ops.sync import FileSync, report, report_agent, table_ready
 from agent.runner.state import Shared
 from agent.sink.prune import prune_checkpoints
+from agent.sources import SourceSpec
+from agent.sources.survey import survey
+
+PATHS_LOGGED = 20  # a source's start line names this many files, then counts the rest
 
 _ROUTINE_SOURCE_EVENTS = frozenset({
     "rotation.copytruncate", "rotation.copy_adopted", "rotation.out_of_globs", "file.deleted",
@@ -30,7 +37,10 @@ class Ops:
     """Probes, sync status, checkpoint prune and event logging for one agent.
 
     Sets ``state.loop_beat``, ``db_ok`` and ``stall_logged`` of
-    :class:`~agent.runner.state.Shared`; reads everything else.
+    :class:`~agent.runner.state.Shared`; reads everything else. Owns ``schema_ready``, which
+    the lifecycle turns on through :meth:`schema_checked` once startup applied (or checked)
+    the schema; before that a report first looks whether its table exists (a new database has
+    none until startup creates it, while a stall during startup must still be reported).
     """
 
     def __init__(self, shared: Shared) -> None:
@@ -38,7 +48,13 @@ class Ops:
         self._http: Any = None
         self._pruned = False
         self._started_at = time.time()
+        self._started_mono = time.monotonic()
+        self.schema_ready = False
         shared.metrics.seconds_since_last_commit.set_function(self._since_last_commit)
+
+    def schema_checked(self) -> None:
+        """Startup applied or checked the schema: reports need not look for their table any more."""
+        self.schema_ready = True
 
     def on_source_event(self, name: str, fields: dict[str, Any]) -> None:
         """Tailing events: routine rotations at info, anything that needs a look at warning."""
@@ -140,13 +156,16 @@ class Ops:
             shared.log.info("checkpoints.pruned", deleted=n, older_than_days=days)
 
     async def report_sync(self, final: bool = False) -> None:
-        """Write this agent's row and its files' rows of provider_sync_status (``final`` at exit)."""
+        """Write this agent's row and its files' rows of provider_sync_status (``final`` at exit;
+        nothing while the table does not exist yet, see the class docstring)."""
         shared = self.shared
         h = shared.sink.health
         deadline = 2.0 if final else shared.sink.jobs.deadline()
         agent_id = shared.settings.agent.id
         try:
             async with shared.sink.jobs.borrow(deadline) as conn, conn.transaction():
+                if not self.schema_ready and not await table_ready(conn):
+                    return
                 error = h.last_error if h.consecutive_failures else None
                 await report_agent(conn, agent_id, started=shared.state.started, stalled=h.stalled,
                                    error=error, retries=h.consecutive_failures, last_commit=h.last_commit,
@@ -175,13 +194,58 @@ class Ops:
             bytes_behind=self.bytes_behind, max_lag_bytes=shared.settings.ops.ready_max_lag_bytes,
             registry=shared.metrics.registry,
         )
-        self._http = await serve(view, http.host, http.port)
+        try:
+            self._http = await serve(view, http.host, http.port)
+        except OSError as exc:  # the port is taken, or the address is not this host's
+            raise ConfigError(
+                f"http.listen = {http.listen!r}: cannot serve the probes there ({exc.strerror or exc}); another "
+                "process (another agent?) may hold the port: set [http] listen (HYPERTAIL_HTTP__LISTEN) to a free "
+                "one, or [http] enabled = false", key="http.listen", value=http.listen) from None
         shared.log.info("http.listening", listen=http.listen)
 
     async def stop_http(self) -> None:
         """Stop serving the probes (if they were served)."""
         if self._http is not None:
             await self._http.cleanup()
+
+
+    # ---- what the agent says it is doing -------------------------------------------------------
+    def log_sources(self, specs: list[SourceSpec]) -> None:
+        """One ``source.files`` line per source naming the files its globs match now, and a
+        ``source.no_match`` warning per glob that matches nothing (a typo, or files to come)."""
+        log = self.shared.log
+        for found in survey(specs, self.shared.settings.tail.follow_symlinks):
+            paths = found.paths
+            log.info("source.files", source=found.source, files=len(paths), paths=paths[:PATHS_LOGGED],
+                     more=max(0, len(paths) - PATHS_LOGGED))
+            for g in found.globs:
+                if not g.paths:
+                    log.warning("source.no_match", source=found.source, glob=g.glob, folder=g.folder,
+                                folder_exists=g.folder_exists)
+
+    async def progress(self, period: float) -> None:
+        """An ``ingest.progress`` line every ``period`` seconds while there is work; quiet when idle."""
+        shared = self.shared
+        last, since = shared.metrics.totals(), time.monotonic()
+        while not shared.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(shared.stop.wait(), timeout=period)
+            if shared.stop.is_set():
+                return
+            now, at = shared.metrics.totals(), time.monotonic()
+            delta, behind = now.minus(last), self.bytes_behind()
+            if delta.lines or delta.rows or behind:
+                shared.log.info("ingest.progress", interval_s=round(at - since, 1), lines=delta.lines,
+                                lines_per_s=round(delta.lines / max(at - since, 1e-9), 1), rows=delta.rows,
+                                dead_letters=delta.dead_letters, bytes_behind=behind,
+                                files=len(shared.tailer.files()) if shared.tailer is not None else 0)
+            last, since = now, at
+
+    def run_totals(self) -> dict[str, Any]:
+        """What this run ingested, for ``agent.stopped``."""
+        t: Totals = self.shared.metrics.totals()
+        return {"lines": t.lines, "rows": {k: v for k, v in t.rows.items() if v}, "dead_letters": t.dead_letters,
+                "run_s": round(time.monotonic() - self._started_mono, 1)}
 
 
 def rollup_task(shared: Shared) -> asyncio.Task[None] | None:

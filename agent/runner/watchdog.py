@@ -7,6 +7,9 @@ import os
 import threading
 from typing import Any
 
+from agent.ops.log import flush_logs
+
+_EXIT_FLUSH_S = 1.0  # for the report to reach stdout (bounded: stdout may be a stalled pipe)
 
 class ShutdownWatchdog:
     """The last guarantee that a stop ends the process, as a thread so a blocked loop cannot
@@ -30,6 +33,7 @@ class ShutdownWatchdog:
     def _fire(self, seconds: float) -> None:
         pending = [_where(task) for task in asyncio.all_tasks(self.loop)]
         self.log.error("agent.shutdown_stuck", after_s=seconds, pending=pending)
+        flush_logs(_EXIT_FLUSH_S)
         os._exit(1)
 
 

@@ -55,6 +55,12 @@ def _classify_server(exc: asyncpg.PostgresError) -> SinkError:
     return RetryableError(message, sqlstate=state)
 
 
+NO_SCHEMA_HINT = (
+    "this database has no hypertail tables: read the one the agent writes to (database.dsn, or -d NAME on the "
+    "command line; `hypertail demo` writes to hypertail_demo), or create them with `hypertail migrate`"
+)
+
+
 def one_line(exc: BaseException) -> str:
     """SQLSTATE, message, detail and hint on one line: what a command prints before exiting 1.
 
@@ -67,6 +73,8 @@ def one_line(exc: BaseException) -> str:
             value = getattr(exc, label, None)
             if value:
                 parts.append(f"{label}: {value}")
+        if exc.sqlstate == "42P01" and any(f'"{s}.' in str(exc) for s in ("observability", "hypertail")):
+            parts.append(NO_SCHEMA_HINT)
         return "; ".join(parts)
     if isinstance(exc, OSError | asyncio.TimeoutError | asyncpg.InterfaceError | ConnectionError | EOFError):
         return f"cannot reach the database: {type(exc).__name__}: {exc}"

@@ -189,6 +189,21 @@ async def installed_version(conn: asyncpg.Connection) -> int | None:
     return int(value) if value is not None else None
 
 
+# What the ingest role needs (rendered by grants_for, checked by `check-config --connect`): USAGE on
+# the two schemas, and per table the privileges of INGEST_TABLE_GRANTS (see grants_for for why).
+INGEST_SCHEMAS = ("observability", "hypertail")
+INGEST_TABLE_GRANTS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("SELECT", "INSERT"), ("observability.chat_messages", "observability.document_events", "observability.logs")),
+    (("SELECT", "INSERT", "UPDATE"), ("observability.traces", "observability.spans")),
+    (("SELECT", "INSERT", "UPDATE"), ("observability.metrics_aggregates", "observability.provider_sync_status")),
+    (("SELECT",), ("hypertail.schema_version",)),
+    (("SELECT", "INSERT", "UPDATE", "DELETE"), ("hypertail.checkpoints",)),
+    (("SELECT", "INSERT"), ("hypertail.dead_letters",)),
+)
+# The backfill functions (agent.sink.backfill), which run as their owner.
+INGEST_FUNCTIONS = ("hypertail.decompress_chunk(regclass)", "hypertail.postpone_compression(text[], interval)")
+
+
 def grants_for(role: str) -> str:
     """Least-privilege GRANTs for an ingest role, as SQL text.
 
@@ -203,18 +218,9 @@ def grants_for(role: str) -> str:
     policy (agent.sink.backfill): without them a backfill into compressed chunks still works, slowly.
     """
     r = _quote_ident(role)
-    obs = "observability"
-    lines = [
-        f"GRANT USAGE ON SCHEMA {obs}, hypertail TO {r};",
-        f"GRANT SELECT, INSERT ON {obs}.chat_messages, {obs}.document_events, {obs}.logs TO {r};",
-        f"GRANT SELECT, INSERT, UPDATE ON {obs}.traces, {obs}.spans TO {r};",
-        f"GRANT SELECT, INSERT, UPDATE ON {obs}.metrics_aggregates, {obs}.provider_sync_status TO {r};",
-        f"GRANT SELECT ON hypertail.schema_version TO {r};",
-        f"GRANT SELECT, INSERT, UPDATE, DELETE ON hypertail.checkpoints TO {r};",
-        f"GRANT SELECT, INSERT ON hypertail.dead_letters TO {r};",
-        f"GRANT EXECUTE ON FUNCTION hypertail.decompress_chunk(regclass), "
-        f"hypertail.postpone_compression(text[], interval) TO {r};",
-    ]
+    lines = [f"GRANT USAGE ON SCHEMA {', '.join(INGEST_SCHEMAS)} TO {r};"]
+    lines += [f"GRANT {', '.join(privs)} ON {', '.join(tables)} TO {r};" for privs, tables in INGEST_TABLE_GRANTS]
+    lines.append(f"GRANT EXECUTE ON FUNCTION {', '.join(INGEST_FUNCTIONS)} TO {r};")
     return "\n".join(lines) + "\n"
 
 

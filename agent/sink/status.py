@@ -107,12 +107,16 @@ async def table_counts(conn: asyncpg.Connection) -> dict[str, int]:
     return {t: int(await conn.fetchval(f"SELECT count(*) FROM observability.{t}")) for t in TABLES}
 
 
-async def richest_trace(conn: asyncpg.Connection) -> tuple[asyncpg.Record | None, list[asyncpg.Record]]:
-    """The completed trace with the most spans, and its spans in start order."""
+async def richest_trace(conn: asyncpg.Connection, since: datetime | None = None,
+                        ) -> tuple[asyncpg.Record | None, list[asyncpg.Record]]:
+    """The completed trace with the most spans (started at ``since`` or later, when given: the
+    demo shows one of its own run, not of an earlier one), and its spans in start order."""
     trace = await conn.fetchrow(
-        "SELECT t.* FROM observability.traces t WHERE t.status = 'completed' ORDER BY "
+        "SELECT t.* FROM observability.traces t WHERE t.status = 'completed' "
+        "AND ($1::timestamptz IS NULL OR t.timestamp >= $1) ORDER BY "
         "(SELECT count(*) FROM observability.spans s WHERE s.trace_id = t.trace_id AND s.model IS NOT NULL) DESC, "
-        "(SELECT count(*) FROM observability.spans s WHERE s.trace_id = t.trace_id) DESC, t.timestamp LIMIT 1"
+        "(SELECT count(*) FROM observability.spans s WHERE s.trace_id = t.trace_id) DESC, t.timestamp LIMIT 1",
+        since,
     )
     if trace is None:
         return None, []

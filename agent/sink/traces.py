@@ -84,6 +84,7 @@ WHERE t."timestamp" >= now() - $1::interval
   AND ($2::text IS NULL OR t.status = $2)
   AND ($3::text IS NULL OR t.operation_type = $3)
   AND ($4::uuid IS NULL OR t.user_id = $4)
+  AND (NOT $6::bool OR s.failed > 0)
 ORDER BY t."timestamp" DESC, t.trace_id
 LIMIT $5
 """
@@ -151,7 +152,7 @@ async def read_trace(conn: asyncpg.Connection, trace_id: str) -> TraceView | Non
 
 async def list_traces(conn: asyncpg.Connection, f: TraceFilter) -> list[TraceSummary]:
     """The newest traces that match ``f``, newest first."""
-    rows = await conn.fetch(LIST_SQL, f.since, f.status, f.operation, f.user_id, f.limit)
+    rows = await conn.fetch(LIST_SQL, f.since, f.status, f.operation, f.user_id, f.limit, f.failed_spans)
     return [
         TraceSummary(
             trace_id=r["trace_id"], started=_utc(r["timestamp"]), name=r["name"], operation_type=r["operation_type"],

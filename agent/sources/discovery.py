@@ -136,6 +136,15 @@ class Globs:
             return None
         return st if stat.S_ISREG(st.st_mode) else None
 
+    def per_glob(self) -> list[tuple[str, str, str, list[str]]]:
+        """``(source, glob, its fixed folder, regular files it matches now)`` for every glob,
+        excludes and the link policy applied as in :meth:`scan`: what the agent's start lines and
+        ``check-config --connect`` report, glob by glob."""
+        self.policy.begin_scan()
+        return [(name, pattern, _static_base(pattern)[0],
+                 [p for p in self._expand([pattern], excludes) if self._stat(name, p) is not None])
+                for name, patterns, excludes in self.specs for pattern in patterns]
+
     def _expand(self, patterns: list[str], excludes: list[tuple[re.Pattern[str], bool]]) -> list[str]:
         out: set[str] = set()
         for pattern in patterns:

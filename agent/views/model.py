@@ -127,10 +127,12 @@ class TraceSummary:
 
 @dataclass(frozen=True, slots=True)
 class TraceFilter:
-    """What ``hypertail traces`` asks for; None means "any"."""
+    """What ``hypertail traces`` asks for; None means "any". ``failed_spans``: only traces in
+    which some span failed (the trace's own ``status`` is the request's outcome)."""
 
     since: timedelta
     status: str | None = None
     operation: str | None = None
     user_id: str | None = None
     limit: int = 50
+    failed_spans: bool = False

@@ -18,6 +18,7 @@ from decimal import Decimal
 from rich.text import Text
 
 from agent.views.model import SpanView, TraceView
+from agent.views.table import Column, fit
 from agent.views.tree import LogRow, Row, SpanRow, rows
 
 MAX_ROWS = 400  # beyond this many rows (after folding) the rest is summarised; --all shows all
@@ -188,25 +189,49 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
-def _header_lines(view: TraceView, t: Totals, start: datetime) -> list[Text]:
+def pack(parts: list[Text], width: int) -> list[Text]:
+    """Parts joined by two spaces into lines of at most ``width`` cells, breaking only between
+    parts (a part wider than a line is cut), so a header never wraps mid-word on a narrow terminal."""
+    lines: list[Text] = []
+    current: Text | None = None
+    for part in parts:
+        if not part.plain:
+            continue
+        if current is not None and current.cell_len + 2 + part.cell_len <= width:
+            current.append("  ")
+            current.append_text(part)
+            continue
+        if current is not None:
+            lines.append(current)
+        current = part.copy()
+        current.truncate(width, overflow="ellipsis")
+    if current is not None:
+        lines.append(current)
+    for line in lines:
+        line.no_wrap, line.overflow = True, "crop"
+    return lines
+
+
+def _header_lines(view: TraceView, t: Totals, start: datetime, width: int) -> list[Text]:
     h = view.header
+    parts = [Text(f"trace {view.trace_id}", style="bold")]
     if h is None:
-        title = Text(f"trace {view.trace_id}  (no trace record yet: spans and logs only)", style="bold")
+        parts.append(Text("(no trace record yet: spans and logs only)", style="bold"))
     else:
         status_style = "bold red" if h.status == "failed" else ("yellow" if h.status == "in_progress" else "green")
-        title = Text.assemble((f"trace {view.trace_id}  ", "bold"), (h.name, "bold"),
-                              f"  {h.operation_type or ''}  ", (h.status, status_style))
+        parts += [Text(h.name, style="bold"), Text(h.operation_type or ""), Text(h.status, style=status_style)]
         if h.status == "failed" and (h.error_type or h.error_message):
-            title.append(f"  {h.error_type or 'error'}: {h.error_message or ''}", style="red")
-    when = f"started {start.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]} UTC  {t.spans} spans  {t.logs} log lines"
+            parts.append(Text(f"{h.error_type or 'error'}: {h.error_message or ''}", style="red"))
+    when = [f"started {start.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]} UTC", f"{t.spans} spans", f"{t.logs} log lines"]
     if h is not None and h.user_id:
-        when += f"  user {h.user_id}"
-    return [title, Text(when, style="dim")]
+        when.append(f"user {h.user_id}")
+    return pack(parts, width) + pack([Text(w, style="dim") for w in when], width)
 
 
 def render(view: TraceView, width: int, *, fold: bool = True, max_rows: int = MAX_ROWS) -> list[Text]:
-    """The waterfall as lines (rich Text, styled): the bar lines are ``width`` cells at most and
-    never wrap (``no_wrap``), the header and footer wrap like prose."""
+    """The waterfall as lines (rich Text, styled), each at most ``width`` cells: nothing wraps
+    (the header and footer break between their parts, chat and document lines are aligned
+    columns whose text is cut)."""
     start, end = bounds(view)
     t = totals(view)
     all_rows = rows(view, fold=fold, max_rows=max_rows)
@@ -218,7 +243,7 @@ def render(view: TraceView, width: int, *, fold: bool = True, max_rows: int = MA
     dw = min(max([len(x) for x in details] + [8]), max(8, int(width * 0.40)))
     bw = max(10, width - lw - dw - 2)
     axis = Axis(start, max(millis(end - start), 1.0), bw)
-    out = _header_lines(view, t, start)
+    out = _header_lines(view, t, start, width)
     scale = f"0 ms{fmt_ms(axis.total_ms).rjust(bw - 4)}"
     out.append(Text(" " * (lw + 1) + scale, style="dim", no_wrap=True, overflow="crop"))
     out.append(Text(" " * (lw + 1) + "├" + "─" * (bw - 2) + "┤", style="dim", no_wrap=True, overflow="crop"))
@@ -231,27 +256,42 @@ def render(view: TraceView, width: int, *, fold: bool = True, max_rows: int = MA
         out.append(line)
     if len(shown) < len(all_rows):
         out.append(Text(f"… {len(all_rows) - len(shown)} more rows not shown (--all shows every span)", style="dim"))
-    out.extend(_footer(view, t, start))
+    out.extend(_footer(view, t, start, width))
     return out
 
 
-def _footer(view: TraceView, t: Totals, start: datetime) -> list[Text]:
+def _footer(view: TraceView, t: Totals, start: datetime, width: int) -> list[Text]:
     failed = f" ({t.failed_spans} failed)" if t.failed_spans else ""
-    out = [Text(""), Text.assemble(
-        ("totals  ", "bold"), f"duration {fmt_ms(t.duration_ms)}  spans {t.spans}", (failed, "bold red"),
-        f"  tokens {t.input_tokens} in / {t.output_tokens} out  cost {fmt_cost(t.cost_usd)}  logs {t.logs}")]
+    totals = [Text("totals", style="bold"), Text(f"duration {fmt_ms(t.duration_ms)}"),
+              Text.assemble(f"spans {t.spans}", (failed, "bold red")),
+              Text(f"tokens {t.input_tokens} in / {t.output_tokens} out"), Text(f"cost {fmt_cost(t.cost_usd)}"),
+              Text(f"logs {t.logs}")]
+    out = [Text(""), *pack(totals, width)]
     if view.chat_messages:
         out.append(Text(f"chat messages ({len(view.chat_messages)})", style="bold"))
-        for m in view.chat_messages:
-            extra = "  ".join(p for p in (m.model or "", _tokens(m.input_tokens, m.output_tokens)) if p)
-            content = m.content.replace("\n", " ")
-            out.append(Text(f"  +{fmt_ms(millis(m.at - start))}  {m.role:<9}  {_cut(content, 80)!r}  {extra}".rstrip()))
+        rows = [(f"+{fmt_ms(millis(m.at - start))}", m.role, m.model or "", _tokens(m.input_tokens, m.output_tokens),
+                 repr(m.content.replace("\n", " "))) for m in view.chat_messages]
+        out += [_plain(line) for line in fit(CHAT_COLUMNS, rows, width, header=False, indent="  ").lines]
     if view.document_events:
         out.append(Text(f"document events ({len(view.document_events)})", style="bold"))
-        for d in view.document_events:
-            parts = [f"+{fmt_ms(millis(d.at - start))}", d.event_type, d.status,
-                     fmt_ms(d.duration_ms) if d.duration_ms is not None else "",
-                     f"document {d.document_id}" if d.document_id else "",
-                     f"{d.chunk_count} chunks" if d.chunk_count is not None else "", d.error_message or ""]
-            out.append(Text("  " + "  ".join(p for p in parts if p), style="red" if d.status == "failed" else ""))
+        docs = [(f"+{fmt_ms(millis(d.at - start))}", d.event_type, d.status,
+                 fmt_ms(d.duration_ms) if d.duration_ms is not None else "",
+                 f"document {d.document_id}" if d.document_id else "",
+                 f"{d.chunk_count} chunks" if d.chunk_count is not None else "", d.error_message or "")
+                for d in view.document_events]
+        lines = fit(DOC_COLUMNS, docs, width, header=False, indent="  ").lines
+        out += [_plain(line, "red" if d.status == "failed" else "") for line, d in zip(lines, view.document_events,
+                                                                                        strict=True)]
     return out
+
+
+# Chat messages and document events under the waterfall: aligned columns, the text cut to fit.
+CHAT_COLUMNS = (Column("AT", right=True, keep=9), Column("ROLE", keep=8), Column("MODEL", keep=3, shrink=8),
+                Column("TOKENS", right=True, keep=2), Column("CONTENT", keep=7, shrink=12))
+DOC_COLUMNS = (Column("AT", right=True, keep=9), Column("EVENT", keep=8), Column("STATUS", keep=7),
+               Column("DURATION", right=True, keep=5), Column("DOCUMENT", keep=2, shrink=12),
+               Column("CHUNKS", right=True, keep=3), Column("ERROR", keep=6, shrink=12))
+
+
+def _plain(line: str, style: str = "") -> Text:
+    return Text(line, style=style, no_wrap=True, overflow="crop")

@@ -57,6 +57,7 @@ class Agent:
     agent_id: str = "e2e-agent"
     extra_toml: str = ""
     source_toml: str = ""  # more keys of the [[sources]] table, e.g. app_logs = "skip"
+    globs: list[str] | None = None  # the source's paths (default: every *.log below ``logs``)
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -77,7 +78,7 @@ connect_timeout_s = 2.0
 
 [[sources]]
 name = "app"
-paths = ["{self.logs}/**/*.log"]
+paths = {orjson.dumps(self.globs or [f"{self.logs}/**/*.log"]).decode()}
 {self.source_toml}
 
 [tail]

@@ -54,3 +54,40 @@ async def test_waterfall_on_a_real_terminal(dsn: str, conn: asyncpg.Connection, 
     colored = tmux("capture-pane", "-p", "-e", "-t", session).splitlines()
     rerank = next(line for line in colored if "rerank [" in line)
     assert "\x1b[1m\x1b[31m" in rerank or "\x1b[1;31m" in rerank or "\x1b[31m" in rerank, repr(rerank)
+
+
+def run_in_pane(session: str, command: str, width: int, height: int, done: Path) -> list[str]:
+    """Run ``command`` in a fresh tmux pane of ``width`` x ``height``; the screen once it exited 0."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "COLUMNS", "LINES")}
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(width), "-y", str(height),
+                    f"{command}; echo $? > {done}; sleep 60"],
+                   check=True, env=env, cwd=Path(__file__).resolve().parents[2])
+    deadline = time.monotonic() + 60
+    while not done.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert done.read_text().strip() == "0"
+    screen = tmux("capture-pane", "-p", "-t", session).splitlines()
+    joined = tmux("capture-pane", "-p", "-J", "-t", session).splitlines()  # wrapped lines joined back
+    assert screen == joined, "a line wrapped at the pane's edge"
+    subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    return screen
+
+
+async def test_traces_and_trace_at_80_columns(dsn: str, conn: asyncpg.Connection, tmp_path: Path,
+                                              session: str) -> None:
+    """Issue 22: at 80 columns `traces` rendered `O…  N…  S…` and `trace` wrapped its header."""
+    await insert_known_trace(conn)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[database]\ndsn = "{dsn}"\n')
+    cli = f"{sys.executable} -m agent.cli"
+    listing = run_in_pane(session, f"{cli} traces --since 3650d --config {cfg}", 80, 20, tmp_path / "done1")
+    header = next(line for line in listing if line.startswith("STARTED"))
+    assert header.split() == ["STARTED", "TRACE", "ID", "NAME", "STATUS", "DURATION"]
+    row = next(line for line in listing if TRACE_ID in line)
+    assert "answer question" in row and "completed" in row and "…" not in "".join(listing)
+    assert any(line.startswith("hidden at 80 columns: OPERATION, SPANS, TOKENS IN/OUT, COST") for line in listing)
+    screen = run_in_pane(session, f"{cli} trace {TRACE_ID} --config {cfg}", 80, 50, tmp_path / "done2")
+    assert screen[0] == f"trace {TRACE_ID}  answer question  chat  completed"
+    assert screen[1].startswith("started 2026-11-01 12:00:00.000 UTC  6 spans  2 log lines")
+    check_bars(screen, 80)
+    assert any(line.startswith("  +920 ms  assistant  gpt-4o") for line in screen), screen

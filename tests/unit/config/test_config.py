@@ -165,3 +165,18 @@ def test_schema_section_from_environment(tmp_path: Path, monkeypatch: pytest.Mon
         load_settings(path)
     assert info.value.key == "schema.timescaledb"
     assert "HYPERTAIL_SCHEMA__TIMESCALEDB" in str(info.value) and "sometimes" in str(info.value)
+
+
+def test_log_level_format_and_progress_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, BASE + '[agent]\nlog_level = "debug"\nlog_format = "json"\n[ops]\nprogress_interval_s = 0\n')
+    s = load_settings(path)
+    assert (s.agent.log_level, s.agent.log_format, s.ops.progress_interval_s) == ("debug", "json", 0)
+    monkeypatch.setenv("HYPERTAIL_AGENT__LOG_LEVEL", "warning")
+    assert load_settings(path).agent.log_level == "warning"
+    monkeypatch.setenv("HYPERTAIL_AGENT__LOG_LEVEL", "verbose")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert "agent.log_level" in str(info.value) and "HYPERTAIL_AGENT__LOG_LEVEL" in str(info.value)
+    monkeypatch.delenv("HYPERTAIL_AGENT__LOG_LEVEL")
+    with pytest.raises(ConfigError, match=r"ops\.progress_interval_s"):
+        load_settings(write(tmp_path, BASE + "[ops]\nprogress_interval_s = -1\n"))

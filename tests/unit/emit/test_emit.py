@@ -238,6 +238,7 @@ class _Evil:
     __repr__ = __str__
 
 
+@pytest.mark.filterwarnings("ignore::agent.emit.records.InvalidFieldWarning")  # on purpose here
 def test_bad_argument_types_raise_nothing(log_path: Path) -> None:
     cyclic: dict[str, Any] = {}
     cyclic["self"] = cyclic
@@ -377,3 +378,61 @@ def test_stdlib_logging_recipe_of_the_docs(tmp_path: Path) -> None:
     assert [type(r).__name__ for r in results] == ["Row", "AppLog", "AppLog", "Row", "Row"]
     legacy = orjson.loads(path.read_bytes().splitlines()[1])
     assert legacy["event"] == "plain stdlib line" and "trace_id" in legacy and "timestamp" in legacy
+
+
+# --- the README's first hour (issue 22) ----------------------------------------------------------
+
+def test_configure_creates_a_missing_folder(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "log" / "app" / "app.log"
+    emit.configure(path)
+    try:
+        emit.chat_message("user", "hello")
+    finally:
+        emit.shutdown()
+    assert [r["content"] for r in records(path)] == ["hello"]
+
+
+def test_a_folder_that_disappears_is_created_again_and_nothing_raises(tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "logs"
+    path = folder / "app.log"
+    emit.configure(path)
+    try:
+        emit.chat_message("user", "before")
+        shutil.rmtree(folder)  # a clean-up job removed the log folder under the running app
+        before = emit.dropped()
+        emit.chat_message("user", "after")
+        with emit.span("s", "custom"):
+            structlog.get_logger().info("inside")
+        assert emit.dropped() == before
+        assert [r.get("content", r.get("event")) for r in records(path)] == ["after", "inside", "span"]
+        shutil.rmtree(folder)
+        folder.parent.joinpath("logs").write_text("a file where the folder was: it cannot come back")
+        emit.chat_message("user", "lost")  # cannot be written: counted, not raised
+        assert emit.dropped() == before + 1
+    finally:
+        emit.shutdown()
+
+
+def test_a_user_id_that_is_not_a_uuid_warns_once_at_the_apps_line(log_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    from agent.emit import records as emit_records
+
+    monkeypatch.setattr(emit_records, "_WARNED", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with emit.trace("chat_request", operation_type="chat", user_id="alice"):
+            emit.chat_message("user", "hi", user_id="bob", kb_id="8d3a7f0e-1c2b-4a5d-9e6f-0a1b2c3d4e5f")
+        emit.chat_message("user", "again", user_id="carol")
+    assert [(w.category.__name__, Path(w.filename).name) for w in caught] == [
+        ("InvalidFieldWarning", "test_emit.py")]
+    assert "user_id='alice' is not a UUID" in str(caught[0].message)
+    assert "metadata._invalid" in str(caught[0].message)
+    monkeypatch.setattr(emit_records, "_WARNED", set())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an app that turns warnings into errors: still nothing raises
+        emit.chat_message("user", "strict", user_id="dave")
+    assert [r["content"] for r in records(log_path) if r.get("record_type") == "chat_message"][-1] == "strict"
