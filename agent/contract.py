@@ -94,7 +94,7 @@ KIND_OF_TABLE: Final[dict[str, str]] = {table: kind for kind, table in TABLE_OF_
 # Type tags (strings rather than an enum so that the app side pays nothing to import them).
 TRACE_ID_T: Final = "trace_id"      # 32 hex, lower-cased, not all zero -> str
 SPAN_ID_T: Final = "span_id"        # 16 hex, lower-cased, not all zero -> str
-UUID_T: Final = "uuid"              # RFC 4122 text -> uuid.UUID
+UUID_T: Final = "uuid"              # RFC 4122 text -> its canonical text (str: lower case, hyphens)
 TIME_T: Final = "timestamptz"       # RFC 3339 / epoch s / epoch ms -> aware UTC datetime
 VARCHAR_T: Final = "varchar"        # str of at most max_len characters
 TEXT_T: Final = "text"              # str, unlimited (or truncated at max_len)
@@ -224,3 +224,23 @@ def merges(kind: str, status: str) -> bool:
     (``in_progress``) and its end record.
     """
     return kind == TRACE or (kind == SPAN and status == IN_PROGRESS)
+
+
+HEX_DIGITS: Final = "0123456789abcdef"
+
+
+def w3c_id(value: object, size: int) -> str | None:
+    """``value`` as a W3C id of ``size`` hex digits (32: trace id, 16: span id), or ``None``.
+
+    Any case is read and the lower-case text returned; all zeros is not an id (W3C Trace Context).
+    The one definition shared by the app side (``traceparent``), the parser and the CLI.
+    """
+    if type(value) is not str or len(value) != size:
+        return None
+    if not value.strip(HEX_DIGITS):  # the common case: lower-case hex already
+        return value if value.strip("0") else None
+    try:
+        raw = bytes.fromhex(value)  # any case; non-ASCII raises, whitespace shortens the result
+    except ValueError:
+        return None
+    return raw.hex() if 2 * len(raw) == size and raw.strip(b"\0") else None

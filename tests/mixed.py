@@ -160,7 +160,7 @@ def chat_message(seq: int) -> Line:
               "turn_number": seq % 20, "model": "gpt-4o-mini", "latency_ms": 850, "sources": sources,
               "channel": "web"}
     return Line(orjson.dumps(record), c.DEFAULT_RECORD_TYPE_KEY, "chat_messages",
-                _row("chat_messages", id=mid, timestamp=at, trace_id=f"{seq // 10 + 1:032x}",
+                _row("chat_messages", id=str(mid), timestamp=at, trace_id=f"{seq // 10 + 1:032x}",
                      conversation_id=f"conv-{seq % 50}", turn_number=seq % 20, role="assistant",
                      content=f"answer {seq}", model="gpt-4o-mini", latency_ms=850, sources=sources,
                      metadata={"channel": "web"}))
@@ -174,7 +174,7 @@ def document_event(seq: int) -> Line:
               "document_id": str(doc), "event_type": "embed", "status": "completed", "duration_ms": 120,
               "chunk_count": 12, "token_count": 3400, "file_size_bytes": 2**33, "source": "s3"}
     return Line(orjson.dumps(record), c.DEFAULT_RECORD_TYPE_KEY, "document_events",
-                _row("document_events", id=eid, timestamp=at, document_id=doc, event_type="embed",
+                _row("document_events", id=str(eid), timestamp=at, document_id=str(doc), event_type="embed",
                      status="completed", duration_ms=120, chunk_count=12, token_count=3400,
                      file_size_bytes=2**33, metadata={"source": "s3"}))
 
