@@ -202,9 +202,16 @@ _CYCLE: tuple[Shape, ...] = (
 
 def mixed(n: int) -> Iterator[Line]:
     """``n`` lines of the mixed file, deterministic; a trace's start comes before its end."""
+    for _, line in mixed_shapes(n):
+        yield line
+
+
+def mixed_shapes(n: int) -> Iterator[tuple[str, Line]]:
+    """:func:`mixed`, each line with the name of its shape (a key of :data:`SHAPES`)."""
+    names = {shape: name for name, shape in SHAPES.items()}
     for seq in range(n):
         shape = _CYCLE[seq % len(_CYCLE)]
-        yield shape(seq - 1 if shape is trace_end else seq)  # the end pairs with the start before it
+        yield names[shape], shape(seq - 1 if shape is trace_end else seq)  # the end pairs with the start before it
 
 
 def write_mixed(n: int, default_path: Any, custom_path: Any) -> tuple[int, int]:

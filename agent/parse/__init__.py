@@ -25,7 +25,7 @@ from agent.model import AppLog, DeadLetter, Row
 from agent.parse import fields as pf
 from agent.parse.applogs import AppLogPolicy, LogDecoder, level_of, log_row
 from agent.parse.build import PLANS, FallbackId, build_row, fallback
-from agent.parse.typed import RecordDecoder
+from agent.parse.typed import REFUSED, RecordDecoder
 
 __all__ = ["FallbackId", "Parser", "parse"]
 
@@ -76,7 +76,14 @@ class Parser:
         if type(data) is not bytes or (_BACKSLASH in data and _NUL_ESCAPE in data):
             return None
         if self._key_bytes in data:
-            return self._records.row(data, fallback_id) if self._records is not None else None
+            decode = None if self._records is None else self._records.decode
+            if decode is None:
+                return None
+            try:
+                s = decode(data)
+                return s.row(s, data, fallback_id)  # type: ignore[no-any-return]
+            except REFUSED:
+                return None
         if self._logs is not None and self.app_logs is not None:
             return self._logs.result(data, self.app_logs, lambda: fallback(data, fallback_id), self.source)
         return None

@@ -79,7 +79,7 @@ def _finish_w3c(value: str, field: c.Field) -> str:
     or than ``str.strip`` with the sixteen digits).
     """
     try:
-        if _fromhex(value).hex() == value and value.strip("0"):
+        if _fromhex(value).hex() == value and value not in _ZEROS:
             return value
     except ValueError:
         pass
@@ -105,6 +105,7 @@ def _finish_jsonb(value: Any, field: c.Field) -> str:
 
 
 _ID_SIZES: Final = {c.TRACE_ID_T: 32, c.SPAN_ID_T: 16}
+_ZEROS: Final = tuple("0" * size for size in _ID_SIZES.values())
 _BOUND: Final = pf.NUMERIC_FLOAT_BOUND
 
 TYPES: Final[dict[str, FieldType]] = {

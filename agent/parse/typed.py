@@ -41,10 +41,13 @@ from agent.parse.fieldtypes import Converter, decode_as, finisher
 
 MAX_LEARNED: Final = 32  # app keys a kind's Struct learns, at most (per decoder: one per source)
 _UNSET: Final = msgspec.UNSET
+Finish = tuple[int, Converter, c.Field]  # (column position, finish, field)
 _fromiso: Final = datetime.fromisoformat
 _dumps: Final = orjson.dumps
 _new: Final = tuple.__new__
-_Refused: Final = (pf.Invalid, ValueError, OverflowError, TypeError, orjson.JSONEncodeError)
+# What hands a line to the tolerant path: the decoder's refusal (or nesting deeper than it follows),
+# a finishing step's, a time fromisoformat does not read, metadata orjson.dumps does not write.
+REFUSED: Final = (msgspec.MsgspecError, RecursionError, pf.Invalid, ValueError, OverflowError, TypeError)
 
 
 def learnable(key: str) -> bool:
@@ -62,7 +65,7 @@ class Layout:
     """
 
     plan: KindPlan
-    finish: tuple[tuple[int, Converter, c.Field], ...]  # columns whose decoded value needs a step
+    finish: tuple[Finish, ...]  # columns whose decoded value needs a step
     started_at: int | None
     event_at: int
     learned: tuple[str, ...]
@@ -74,7 +77,7 @@ RowOf = Callable[[Any, bytes, "FallbackId | None"], Row]
 
 def row_of(layout: Layout) -> RowOf:
     """The function that turns a decoded Struct of ``layout`` into its row (a closure over the
-    layout's positions, so the per-line code reads locals). It raises (``_Refused``) to hand the
+    layout's positions, so the per-line code reads locals). It raises (:data:`REFUSED`) to hand the
     line to the tolerant path: a value a ``finish`` refuses, a time it does not read as it is,
     metadata ``orjson.dumps`` refuses."""
     plan = layout.plan
@@ -114,7 +117,7 @@ def row_of(layout: Layout) -> RowOf:
         # metadata: the learned keys the line has, a non-default event, the app's metadata object
         if learned:
             tail = values[learned_from:]
-            rest = dict(zip(learned, tail, strict=True))
+            rest = dict(zip(learned, tail, strict=False))  # as long: both are the learned keys
             if _UNSET in tail:
                 rest = {k: v for k, v in rest.items() if v is not _UNSET}
         else:
@@ -172,25 +175,25 @@ class RecordDecoder:
             struct = _struct(plan, key, ())
             if struct is not None:
                 self._structs[kind] = struct
-        self._decode = self._decoder()
+        self.decode = self._decoder()
 
-    def _decoder(self) -> Any:
+    def _decoder(self) -> Callable[[bytes], Any] | None:
+        """Bytes -> a Struct of the line's kind, whose ``row(s, data, fallback_id)`` is its row
+        (raising one of :data:`REFUSED` to hand the line to the tolerant path); ``None``: no kind
+        can be decoded under this key."""
         if not self._structs:
             return None
-        return msgspec.json.Decoder(Union[tuple(self._structs.values())]).decode  # noqa: UP007
+        decoder: Any = msgspec.json.Decoder(Union[tuple(self._structs.values())])  # noqa: UP007
+        return decoder.decode  # type: ignore[no-any-return]
 
     def row(self, data: bytes, fallback_id: FallbackId | None) -> Row | None:
         """The line's row, or ``None`` when the tolerant path must decide."""
-        if self._decode is None:
+        if self.decode is None:
             return None
         try:
-            s = self._decode(data)
+            s = self.decode(data)
             return s.row(s, data, fallback_id)  # type: ignore[no-any-return]
-        except msgspec.MsgspecError:
-            return None
-        except _Refused:
-            return None
-        except RecursionError:  # nesting deeper than msgspec follows
+        except REFUSED:
             return None
 
     def learn(self, kind: str, keys: Iterable[str]) -> None:
@@ -208,4 +211,4 @@ class RecordDecoder:
             return
         if grown is not None:
             self._structs[kind] = grown
-            self._decode = self._decoder()
+            self.decode = self._decoder()

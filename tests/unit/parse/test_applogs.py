@@ -101,7 +101,8 @@ def strict_row(result: object) -> object:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(LOG_LINES, min_size=1, max_size=4), st.sampled_from([AppLogPolicy(), AppLogPolicy(min_level="warning")]))
+@given(st.lists(LOG_LINES, min_size=1, max_size=4),
+       st.sampled_from([AppLogPolicy(), AppLogPolicy(min_level="warning")]))
 def test_typed_log_lines_equal_the_tolerant_path(records: list[dict[str, object]], policy: AppLogPolicy) -> None:
     parser = Parser(app_logs=policy, source="app")
     for record in records:  # the earlier lines teach the parser their keys
