@@ -77,5 +77,6 @@ def fake_hash(file: object, offset: int) -> str:
     return f"h{offset}"
 
 
-def new_uuid() -> uuid.UUID:
-    return uuid.uuid4()
+def new_uuid() -> str:
+    """A uuid as rows carry it: its canonical text."""
+    return str(uuid.uuid4())
