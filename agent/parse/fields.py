@@ -258,37 +258,19 @@ def json_text(value: Any) -> str:
     try:
         out = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError):
-        return orjson.dumps(clean_json(value, 0)).decode()
+        return orjson.dumps(clean_json(value)).decode()
     if b"\\u0000" in out:
-        return orjson.dumps(clean_json(value, 0)).decode()
+        return orjson.dumps(clean_json(value)).decode()
     return out.decode()
 
 
-def clean_json(value: Any, depth: int) -> Any:
-    """A copy of ``value`` that ``orjson.dumps`` and jsonb both accept."""
-    if isinstance(value, str):
-        return clean_str(value)
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return value if -(2**63) <= value < 2**64 else str(value)
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if depth >= c.JSON_MAX_DEPTH:
-        return c.JSON_TOO_DEEP
-    if isinstance(value, dict):
-        return {clean_str(str(k)): clean_json(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean_json(v, depth + 1) for v in value]
-    return clean_str(str(value))
+def clean_json(value: Any) -> Any:
+    """A copy of ``value`` that ``orjson.dumps`` and jsonb both accept (:func:`contract.json_native`
+    with the parser's depth limit, NUL replaced)."""
+    return c.json_native(value, c.JSON_MAX_DEPTH, c.JSON_TOO_DEEP, nul=c.NUL_REPLACEMENT)
 
 
 def clean_str(value: str) -> str:
     """NUL -> U+FFFD; lone surrogates -> '?', so the text encodes as UTF-8."""
-    if "\x00" in value:
-        value = value.replace("\x00", c.NUL_REPLACEMENT)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "replace").decode("utf-8")
-    return value
+    text: str = c.json_native(value, 0, "", nul=c.NUL_REPLACEMENT)
+    return text

@@ -288,7 +288,7 @@ def test_clean_json_handles_what_orjson_cannot_write() -> None:
     from agent.parse.fields import clean_json, json_text
     assert orjson.loads(json_text({"a": 2**70, "b": float("nan"), "c": "\ud800x", "d": (1, 2)})) == {
         "a": str(2**70), "b": None, "c": "?x", "d": [1, 2]}
-    assert clean_json({1: {2}}, 0) == {"1": "{2}"}
+    assert clean_json({1: {2}, "k\x00": Exception("e\x00")}) == {"1": [2], "k\ufffd": "e\ufffd"}
 
 
 # --- kinds -------------------------------------------------------------------------------------
