@@ -156,7 +156,7 @@ class LogDecoder:
         names = (*LOG_KEYS, self.key, *self.learned)
         fields = [(f"f{i}", Any, None if i < len(LOG_KEYS) else _UNSET) for i in range(len(names))]
         struct = msgspec.defstruct("log_line", fields, rename={f"f{i}": n for i, n in enumerate(names)},
-                                   forbid_unknown_fields=True)
+                                   forbid_unknown_fields=True, gc=False)
         return msgspec.json.Decoder(struct).decode
 
     def result(self, data: bytes, policy: AppLogPolicy, log_id: Callable[[], str],

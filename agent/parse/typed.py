@@ -87,6 +87,7 @@ def row_of(layout: Layout) -> RowOf:
     finishes, started_at, event_at, learned = layout.finish, layout.started_at, layout.event_at, layout.learned
     duration_at = plan.at.get("duration_ms") if timed else None
     learned_from = -len(learned)
+    one_learned = learned[0] if len(learned) == 1 else None
     low, high = pf.TIME_MIN, pf.TIME_MAX
 
     def row(s: Any, data: bytes, fallback_id: FallbackId | None) -> Row:
@@ -115,7 +116,10 @@ def row_of(layout: Layout) -> RowOf:
         else:
             row[time_at] = time_column(timed, started, row[time_at], None if duration_at is None else row[duration_at])
         # metadata: the learned keys the line has, a non-default event, the app's metadata object
-        if learned:
+        if one_learned is not None:
+            v = values[-1]
+            rest = {} if v is _UNSET else {one_learned: v}
+        elif learned:
             tail = values[learned_from:]
             rest = dict(zip(learned, tail, strict=False))  # as long: both are the learned keys
             if _UNSET in tail:
@@ -161,6 +165,7 @@ def _struct(plan: KindPlan, key: str, learned: tuple[str, ...]) -> type | None:
     return msgspec.defstruct(
         f"{plan.kind}_record", fields, rename={f"f{i}": name for i, name in enumerate(names)},
         tag_field=key, tag=plan.kind, forbid_unknown_fields=True, kw_only=True,
+        gc=False,  # lives for one line and holds JSON values only: no cycle to collect
         namespace={"layout": layout, "row": staticmethod(row_of(layout))})
 
 

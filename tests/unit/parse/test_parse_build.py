@@ -11,7 +11,9 @@ decoding is held to their converters directly.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -309,3 +311,10 @@ def test_numeric_fast_branch_matches_the_range_checked_one(value: float) -> None
     else:
         got = pf.to_numeric(value, field)
         assert repr(got) == repr(want)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_a_lines_own_id_is_the_text_of_its_uuid5(data: bytes) -> None:
+    digest = hashlib.sha1(pf._LINE_NS.bytes + data, usedforsecurity=False).digest()
+    assert pf.line_uuid(data) == str(uuid.UUID(bytes=digest[:16], version=5))
