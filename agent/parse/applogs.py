@@ -43,6 +43,8 @@ _RANK: Final[dict[str, int]] = {name: i for i, name in enumerate(c.LOG_LEVELS)}
 # The keys a log line's columns come from, in the order row_of takes them.
 LOG_KEYS: Final = (c.WRITTEN_AT, "trace_id", "span_id", "level", "logger", c.EVENT)
 _EVENT_MAX: Final = 1 << 20
+_fromiso: Final = datetime.fromisoformat
+_new: Final = tuple.__new__
 MAX_LEARNED: Final = 32
 _UNSET: Final = msgspec.UNSET
 
@@ -104,11 +106,9 @@ def _now() -> datetime:
 
 
 def _strict_json(value: Any) -> str:
-    """One ``orjson.dumps``, refusing (TypeError) what only the tolerant path's repair would change."""
-    out = orjson.dumps(value)
-    if b"\\u0000" in out:
-        raise TypeError("NUL")
-    return out.decode()
+    """One ``orjson.dumps``, raising (TypeError) on what only the tolerant path's repair would
+    change: integers beyond 64 bits, nesting past 254 (NUL never comes: Parser.typed)."""
+    return orjson.dumps(value).decode()
 
 
 def row_of(values: tuple[Any, ...], rest: dict[str, Any], *, log_id: str, source: str,
@@ -117,22 +117,38 @@ def row_of(values: tuple[Any, ...], rest: dict[str, Any], *, log_id: str, source
     ``rest`` every other key (it is consumed). ``json`` writes JSON values as text."""
     raw_time, raw_trace, raw_span, level, logger, event = values
     invalid: dict[str, Any] = {}
-    try:
-        at = pf.to_time(raw_time, _TIME_F)
-    except pf.Invalid:
+    at = _time(raw_time)
+    if at is None:
         at = clock()
         rest[c.LOG_TIME_FROM_AGENT] = True
         if raw_time is not None:
             invalid[c.WRITTEN_AT] = raw_time
-    trace = _id(raw_trace, _TRACE_F, invalid)
-    span = _id(raw_span, _SPAN_F, invalid)
-    level = _text(level, c.LOG_LEVEL_MAX, json)
+    trace = None if raw_trace is None else _id(raw_trace, _TRACE_F, invalid)
+    span = None if raw_span is None else _id(raw_span, _SPAN_F, invalid)
+    if level is not None:
+        level = _text(level, c.LOG_LEVEL_MAX, json).lower()  # type: ignore[union-attr]
     if invalid:
         rest[c.INVALID_MARKER] = invalid
     meta = json(rest) if rest else "{}"
-    columns = (log_id, at, trace, span, level.lower() if level else None, _text(logger, c.LOGGER_MAX, json),
+    columns = (log_id, at, trace, span, level or None, _text(logger, c.LOGGER_MAX, json),
                _text(event, _EVENT_MAX, json), source[: c.SOURCE_MAX], meta)
-    return Row(c.LOGS, columns, False, tuple(invalid))
+    return _new(Row, (c.LOGS, columns, False, tuple(invalid)))
+
+
+def _time(raw: Any) -> datetime | None:
+    """:func:`fields.to_time` of a log line's time (RFC 3339 text inline), ``None`` if unreadable."""
+    if type(raw) is str:
+        try:
+            at = _fromiso(raw)
+            if at.tzinfo is not UTC:
+                at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+        except (ValueError, OverflowError):
+            return None
+        return at if pf.TIME_MIN < at < pf.TIME_MAX else None
+    try:
+        return pf.to_time(raw, _TIME_F)
+    except pf.Invalid:
+        return None
 
 
 def log_row(fields: dict[str, Any], *, log_id: str, source: str, clock: Callable[[], datetime] = _now) -> Row:
@@ -174,7 +190,11 @@ class LogDecoder:
         level = level_of(values[3])
         if not policy.keeps(level):
             return AppLog(level)
-        rest = learned_values(self.learned, values) if self.learned else {}
+        learned = self.learned
+        if len(learned) == 1:
+            rest = {} if values[-1] is _UNSET else {learned[0]: values[-1]}
+        else:
+            rest = learned_values(learned, values) if learned else {}
         try:
             return row_of(values[:n], rest, log_id=log_id(), source=source, json=_strict_json)
         except (TypeError, orjson.JSONEncodeError):  # integers beyond 64 bits, nesting past 254, NUL
@@ -185,8 +205,8 @@ class LogDecoder:
         if self._decode is None:
             return
         known = {*LOG_KEYS, self.key, *self.learned}
-        new = tuple(k for k in keys if k not in known)
-        if not new or len(self.learned) + len(new) > MAX_LEARNED or not all(map(learnable, new)):
+        new = tuple(k for k in keys if k not in known and learnable(k))
+        if not new or len(self.learned) + len(new) > MAX_LEARNED:
             return
         before = self.learned
         self.learned = before + new

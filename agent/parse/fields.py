@@ -34,6 +34,7 @@ NUMERIC_FLOAT_BOUND: Final = float(_NUMERIC_LIMIT - _Q6)
 TIME_MIN: Final = datetime.min.replace(tzinfo=UTC)
 TIME_MAX: Final = datetime.max.replace(tzinfo=UTC)
 _LINE_NS: Final = uuid.UUID("6f1c1d0e-8f43-4b8e-9a51-3b7f6c2d9e10")  # uuid5 namespace for lines
+_LINE_NS_BYTES: Final = _LINE_NS.bytes
 _SHORT: Final = 80
 
 
@@ -60,7 +61,7 @@ def shorten(value: Any) -> str:
 
 def line_uuid(data: bytes) -> str:
     """Deterministic id of a line's bytes, for records without an app-given id (uuid5 style)."""
-    return uuid5_text(hashlib.sha1(_LINE_NS.bytes + bytes(data), usedforsecurity=False).digest())
+    return uuid5_text(hashlib.sha1(_LINE_NS_BYTES + bytes(data), usedforsecurity=False).digest())
 
 
 # The variant nibble of a uuid5 from a digest's nibble: its two low bits under the RFC 4122 bits 10.

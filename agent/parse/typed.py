@@ -191,24 +191,14 @@ class RecordDecoder:
         decoder: Any = msgspec.json.Decoder(Union[tuple(self._structs.values())])  # noqa: UP007
         return decoder.decode  # type: ignore[no-any-return]
 
-    def row(self, data: bytes, fallback_id: FallbackId | None) -> Row | None:
-        """The line's row, or ``None`` when the tolerant path must decide."""
-        if self.decode is None:
-            return None
-        try:
-            s = self.decode(data)
-            return s.row(s, data, fallback_id)  # type: ignore[no-any-return]
-        except REFUSED:
-            return None
-
     def learn(self, kind: str, keys: Iterable[str]) -> None:
         """Keys the tolerant path met in a ``kind`` record: unknown ones become fields, within the cap."""
         struct = self._structs.get(kind)
         if struct is None:
             return
         layout: Layout = struct.layout  # type: ignore[attr-defined]
-        new = [k for k in keys if k not in layout.names and k != self.key]
-        if not new or len(layout.learned) + len(new) > MAX_LEARNED or not all(map(learnable, new)):
+        new = [k for k in keys if k not in layout.names and k != self.key and learnable(k)]
+        if not new or len(layout.learned) + len(new) > MAX_LEARNED:
             return
         try:
             grown = _struct(layout.plan, self.key, layout.learned + tuple(new))
