@@ -65,7 +65,8 @@ class KindPlan:
     at: dict[str, int]  # column -> position
     defaults: Defaults | None  # what fills absent values (apply_defaults)
     status_at: int | None
-    merging: frozenset[str]  # statuses whose rows merge ("": no status), from contract.merges
+    merging: frozenset[str] | None  # statuses whose rows merge ("": none), from contract.merges; None:
+    # the kind's status is not a closed set, so contract.merges decides per row
 
     def get(self, row: list[Any], column: str) -> Any:
         """``row``'s value of ``column``, or ``None`` when the kind has no such column."""
@@ -80,7 +81,8 @@ def plan_of(kind: str) -> KindPlan:
     keys = set(c.KEY_COLUMNS[table])
     steps = tuple(Step(f, at[f.name], converter(kind, f), f.required or f.name in keys)
                   for f in c.FIELDS[kind] if f.name != c.METADATA)
-    merging = frozenset(s for s in {"", *c.STATUSES.get(kind, ())} if c.merges(kind, s))
+    closed = kind in c.STATUSES or "status" not in at
+    merging = frozenset(s for s in {"", *c.STATUSES.get(kind, ())} if c.merges(kind, s)) if closed else None
     return KindPlan(kind, table, columns, steps, c.STARTED_AT in c.RECORD_KEYS[kind], at[c.TIME_COLUMN],
                     at[c.METADATA], at, _defaults(kind, at), at.get("status"), merging)
 
@@ -124,7 +126,8 @@ def build_row(plan: KindPlan, obj: dict[str, Any], data: bytes, fallback_id: Fal
 def merges(plan: KindPlan, row: list[Any]) -> bool:
     """:func:`contract.merges` of the row's kind and status (precomputed per kind)."""
     i = plan.status_at
-    return (row[i] or "" if i is not None else "") in plan.merging
+    status = row[i] or "" if i is not None else ""
+    return c.merges(plan.kind, status) if plan.merging is None else status in plan.merging
 
 
 # --- the steps both paths share -------------------------------------------------------------------

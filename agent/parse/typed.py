@@ -130,7 +130,9 @@ def row_of(layout: Layout) -> RowOf:
         if (event is not None and event != kind) or explicit is not None:
             rest = metadata_of(kind, rest, event, explicit, None)
         row[meta_at] = _dumps(rest).decode() if rest else "{}"
-        return _new(Row, (table, tuple(row), (row[status_at] or "" if status_at is not None else "") in merging, ()))
+        status = row[status_at] or "" if status_at is not None else ""
+        merge = status in merging if merging is not None else c.merges(kind, status)
+        return _new(Row, (table, tuple(row), merge, ()))
 
     return row
 

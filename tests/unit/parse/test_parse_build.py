@@ -318,3 +318,31 @@ def test_numeric_fast_branch_matches_the_range_checked_one(value: float) -> None
 def test_a_lines_own_id_is_the_text_of_its_uuid5(data: bytes) -> None:
     digest = hashlib.sha1(pf._LINE_NS.bytes + data, usedforsecurity=False).digest()
     assert pf.line_uuid(data) == str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+def test_a_kind_new_to_the_contract_gets_both_paths_with_no_parse_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record kind the parse code has never heard of (here "metric"), declared only in the
+    contract's tables: the typed path decodes it and gives the tolerant path's row."""
+    from agent.parse import build as parse_build
+    from agent.parse.typed import _struct
+
+    fields = (c.Field("id", c.UUID_T), c.Field("name", c.VARCHAR_T, 50, required=True),
+              c.Field("value", c.FLOAT8_T, required=True), c.Field("count", c.INT8_T),
+              c.Field("trace_id", c.TRACE_ID_T, 32), c.Field("metadata", c.JSONB_T))
+    monkeypatch.setitem(c.TABLE_OF_KIND, "metric", "metrics")
+    monkeypatch.setitem(c.COLUMNS, "metrics", ("id", "timestamp", "name", "value", "count", "trace_id", "metadata"))
+    monkeypatch.setitem(c.KEY_COLUMNS, "metrics", ("id", "timestamp"))
+    monkeypatch.setitem(c.FIELDS, "metric", fields)
+    monkeypatch.setitem(c.RECORD_KEYS, "metric", frozenset(f.name for f in fields) | {c.WRITTEN_AT})
+    plan = parse_build.plan_of("metric")
+    struct: Any = _struct(plan, c.DEFAULT_RECORD_TYPE_KEY, ("host",))
+    line = (b'{"record_type":"metric","name":"latency","value":12,"count":3,"timestamp":"2024-05-01T12:00:00Z",'
+            b'"trace_id":"0AF7651916CD43DD8448EB211C80319C","host":"a","event":"metric"}')
+    s = msgspec.json.decode(line, type=struct)
+    fast = s.row(s, line, fid)
+    obj = orjson.loads(line)
+    del obj["record_type"]
+    slow = parse_build.build_row(plan, obj, line, fid)
+    assert strict(fast) == strict(slow)
+    assert fast.values[0] == FALLBACK_ID and fast.values[3] == 12.0 and fast.values[5] == TID  # derived id, lower-cased
+    assert orjson.loads(fast.values[-1]) == {"host": "a"}
