@@ -1,13 +1,15 @@
 """The log-line contract shared by the application side (``agent.emit``) and the agent.
 
 Pure data: record kinds, field names (equal to the column names of ``schema.sql``), column order
-for COPY, keys and limits. Nothing here does I/O, so both programs can import it.
+for COPY, keys and limits, and the two rules both sides apply to values (:func:`w3c_id`,
+:func:`json_native`). Nothing here does I/O, so both programs can import it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 SCHEMA: Final = "observability"
 DEFAULT_RECORD_TYPE_KEY: Final = "record_type"
@@ -94,7 +96,7 @@ KIND_OF_TABLE: Final[dict[str, str]] = {table: kind for kind, table in TABLE_OF_
 # Type tags (strings rather than an enum so that the app side pays nothing to import them).
 TRACE_ID_T: Final = "trace_id"      # 32 hex, lower-cased, not all zero -> str
 SPAN_ID_T: Final = "span_id"        # 16 hex, lower-cased, not all zero -> str
-UUID_T: Final = "uuid"              # RFC 4122 text -> uuid.UUID
+UUID_T: Final = "uuid"              # RFC 4122 text -> its canonical text (str: lower case, hyphens)
 TIME_T: Final = "timestamptz"       # RFC 3339 / epoch s / epoch ms -> aware UTC datetime
 VARCHAR_T: Final = "varchar"        # str of at most max_len characters
 TEXT_T: Final = "text"              # str, unlimited (or truncated at max_len)
@@ -224,3 +226,72 @@ def merges(kind: str, status: str) -> bool:
     (``in_progress``) and its end record.
     """
     return kind == TRACE or (kind == SPAN and status == IN_PROGRESS)
+
+
+HEX_DIGITS: Final = "0123456789abcdef"
+
+
+def w3c_id(value: object, size: int) -> str | None:
+    """``value`` as a W3C id of ``size`` hex digits (32: trace id, 16: span id), or ``None``.
+
+    Any case is read and the lower-case text returned; all zeros is not an id (W3C Trace Context).
+    The one definition shared by the app side (``traceparent``), the parser and the CLI.
+    """
+    if type(value) is not str or len(value) != size:
+        return None
+    if not value.strip(HEX_DIGITS):  # the common case: lower-case hex already
+        return value if value.strip("0") else None
+    try:
+        raw = bytes.fromhex(value)  # any case; non-ASCII raises, whitespace shortens the result
+    except ValueError:
+        return None
+    return raw.hex() if 2 * len(raw) == size and raw.strip(b"\0") else None
+
+
+def json_native(value: Any, max_depth: int, too_deep: str, *, nul: str | None = None,
+                other: Callable[[Any], Any] = str, depth: int = 0) -> Any:
+    """A copy of ``value`` that ``orjson.dumps`` writes and that reads back as the same JSON.
+
+    The one sanitiser of both sides: the app side makes any Python value loggable, the parser
+    makes decoded JSON storable in jsonb. Strings become valid UTF-8 (a lone surrogate becomes
+    ``?``) and, if ``nul`` is given, have U+0000 replaced by it (jsonb cannot hold it); integers
+    beyond 64 bits become their text, non-finite floats ``null``; containers nested ``max_depth``
+    deep become ``too_deep``; sets and tuples become lists, keys text; any other object goes
+    through ``other`` (``str`` by default) and what that returns is made native in turn.
+    """
+    if type(value) is str:
+        return _clean_text(value, nul)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, str):
+        return _clean_text(str(value), nul)
+    if depth >= max_depth:
+        return too_deep
+    if isinstance(value, dict):
+        return {_clean_text(_key_text(k), nul): json_native(v, max_depth, too_deep, nul=nul, other=other,
+                                                            depth=depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_native(v, max_depth, too_deep, nul=nul, other=other, depth=depth + 1) for v in value]
+    return json_native(other(value), max_depth, too_deep, nul=nul, other=str, depth=depth + 1)
+
+
+def _clean_text(text: str, nul: str | None) -> str:
+    if nul is not None and "\x00" in text:
+        text = text.replace("\x00", nul)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _key_text(key: Any) -> str:
+    """``str(key)``, or a placeholder when its ``__str__`` fails."""
+    try:
+        return str(key)
+    except Exception:
+        return f"<unprintable {type(key).__name__}>"

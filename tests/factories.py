@@ -96,5 +96,6 @@ def fake_tail(offset: int) -> str:
     return f"h{offset}"
 
 
-def new_uuid() -> uuid.UUID:
-    return uuid.uuid4()
+def new_uuid() -> str:
+    """A uuid as rows carry it: its canonical text."""
+    return str(uuid.uuid4())

@@ -160,7 +160,7 @@ def chat_message(seq: int) -> Line:
               "turn_number": seq % 20, "model": "gpt-4o-mini", "latency_ms": 850, "sources": sources,
               "channel": "web"}
     return Line(orjson.dumps(record), c.DEFAULT_RECORD_TYPE_KEY, "chat_messages",
-                _row("chat_messages", id=mid, timestamp=at, trace_id=f"{seq // 10 + 1:032x}",
+                _row("chat_messages", id=str(mid), timestamp=at, trace_id=f"{seq // 10 + 1:032x}",
                      conversation_id=f"conv-{seq % 50}", turn_number=seq % 20, role="assistant",
                      content=f"answer {seq}", model="gpt-4o-mini", latency_ms=850, sources=sources,
                      metadata={"channel": "web"}))
@@ -174,7 +174,7 @@ def document_event(seq: int) -> Line:
               "document_id": str(doc), "event_type": "embed", "status": "completed", "duration_ms": 120,
               "chunk_count": 12, "token_count": 3400, "file_size_bytes": 2**33, "source": "s3"}
     return Line(orjson.dumps(record), c.DEFAULT_RECORD_TYPE_KEY, "document_events",
-                _row("document_events", id=eid, timestamp=at, document_id=doc, event_type="embed",
+                _row("document_events", id=str(eid), timestamp=at, document_id=str(doc), event_type="embed",
                      status="completed", duration_ms=120, chunk_count=12, token_count=3400,
                      file_size_bytes=2**33, metadata={"source": "s3"}))
 
@@ -202,9 +202,16 @@ _CYCLE: tuple[Shape, ...] = (
 
 def mixed(n: int) -> Iterator[Line]:
     """``n`` lines of the mixed file, deterministic; a trace's start comes before its end."""
+    for _, line in mixed_shapes(n):
+        yield line
+
+
+def mixed_shapes(n: int) -> Iterator[tuple[str, Line]]:
+    """:func:`mixed`, each line with the name of its shape (a key of :data:`SHAPES`)."""
+    names = {shape: name for name, shape in SHAPES.items()}
     for seq in range(n):
         shape = _CYCLE[seq % len(_CYCLE)]
-        yield shape(seq - 1 if shape is trace_end else seq)  # the end pairs with the start before it
+        yield names[shape], shape(seq - 1 if shape is trace_end else seq)  # the end pairs with the start before it
 
 
 def write_mixed(n: int, default_path: Any, custom_path: Any) -> tuple[int, int]:

@@ -1,9 +1,10 @@
 """The contract applied field by field, as the parser did before its builders were generated.
 
 A plain loop over the contract's field table, with every present value passed through its
-converter: slow, but obviously the contract. Tests hold :mod:`agent.parse.build`'s generated
-builders to it value for value (type and ``repr``), on every kind and shape. It shares the
-builders' field-to-converter table: the converters are not under test here, the generated code
+converter: slow, but obviously the contract. Tests hold both parse paths (the typed decoder of
+:mod:`agent.parse.typed` and the tolerant :func:`agent.parse.build.build_row`) to it value for value
+(type and ``repr``), on every kind and shape. It shares the field-to-converter table
+(:func:`agent.parse.fieldtypes.converter`): the converters are not under test here, the code
 around them is.
 """
 
@@ -18,8 +19,9 @@ import orjson
 from agent import contract as c
 from agent.model import DeadLetter, Row
 from agent.parse import fields as pf
-from agent.parse.build import FallbackId, _converter, time_column
+from agent.parse.build import FallbackId, time_column
 from agent.parse.build import fallback as _fallback
+from agent.parse.fieldtypes import converter as _converter
 
 Converter = Callable[[Any, c.Field], Any]
 

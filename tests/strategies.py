@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from agent import contract as c
 
-FALLBACK_ID = uuid.UUID("00000000-0000-4000-8000-00000000f00d")
+FALLBACK_ID = "00000000-0000-4000-8000-00000000f00d"  # what a FallbackId gives: uuid text
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 INT4 = st.integers(0, c.INT4_MAX)
 _ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8)), None]
@@ -67,9 +67,11 @@ def hex_ids(size: int) -> st.SearchStrategy[tuple[str, str]]:
     return digits.flatmap(lambda s: st.sampled_from([(s, s), (s.upper(), s)]))
 
 
-def uuid_texts() -> st.SearchStrategy[tuple[str, uuid.UUID]]:
-    def render(u: uuid.UUID) -> st.SearchStrategy[tuple[str, uuid.UUID]]:
-        return st.sampled_from([(str(u), u), (str(u).upper(), u), (u.hex, u), ("{" + str(u) + "}", u)])
+def uuid_texts() -> st.SearchStrategy[tuple[str, str]]:
+    """UUIDs in the text forms apps write; expected is the canonical text (lower case, hyphens)."""
+    def render(u: uuid.UUID) -> st.SearchStrategy[tuple[str, str]]:
+        text = str(u)
+        return st.sampled_from([(text, text), (text.upper(), text), (u.hex, text), ("{" + text + "}", text)])
     return st.uuids().flatmap(render)
 
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from agent import __version__
+from agent import __version__, contract
 from agent.cli.commands import (
     cmd_check_config,
     cmd_demo,
@@ -264,8 +264,8 @@ def _duration(text: str) -> timedelta:
 
 
 def _trace_id(text: str) -> str:
-    tid = text.strip().lower()
-    if len(tid) != 32 or any(ch not in "0123456789abcdef" for ch in tid) or not tid.strip("0"):
+    tid = contract.w3c_id(text.strip(), 32)
+    if tid is None:
         raise argparse.ArgumentTypeError(f"expected 32 hex digits, not all zero, got {text!r}")
     return tid
 

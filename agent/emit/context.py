@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, ParamSpec, TypeVar
 
+from agent.contract import w3c_id
+
 try:  # OpenTelemetry is optional: when a span of it is active, its ids are used.
     _otel_trace: Any = importlib.import_module("opentelemetry.trace")
 except ImportError:  # pragma: no cover - depends on the environment
@@ -30,13 +32,13 @@ _TRACEPARENT: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-(
 def new_trace_id() -> str:
     """A random W3C trace id (32 lowercase hex digits, never all zero)."""
     value = secrets.token_hex(16)
-    return value if value.strip("0") else new_trace_id()
+    return value if w3c_id(value, 32) else new_trace_id()
 
 
 def new_span_id() -> str:
     """A random W3C span id (16 lowercase hex digits, never all zero)."""
     value = secrets.token_hex(8)
-    return value if value.strip("0") else new_span_id()
+    return value if w3c_id(value, 16) else new_span_id()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +74,7 @@ def parse_traceparent(header: str | None) -> TraceContext | None:
     if m is None:
         return None
     version, trace_id, span_id, flags, rest = m.groups()
-    if version == "ff" or (version == "00" and rest) or not trace_id.strip("0") or not span_id.strip("0"):
+    if version == "ff" or (version == "00" and rest) or w3c_id(trace_id, 32) is None or w3c_id(span_id, 16) is None:
         return None
     return TraceContext(trace_id, span_id, int(flags, 16))
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 import structlog
 
-from agent.contract import DEFAULT_RECORD_TYPE_KEY
+from agent.contract import DEFAULT_RECORD_TYPE_KEY, json_native
 
 if TYPE_CHECKING:  # the writer imports STATS from here; the state only names its type
     from agent.emit.writer import LineWriter
@@ -79,12 +79,13 @@ def dumps(obj: Any, **_ignored: Any) -> bytes:
 
     Accepts (and ignores) the ``default=`` that structlog's JSONRenderer passes, so it can be used
     as ``JSONRenderer(serializer=dumps)``. Unknown types are rendered with ``str()``; integers
-    beyond 64 bits, lone surrogates and over-deep or cyclic containers go through :func:`_safe`.
+    beyond 64 bits, lone surrogates and over-deep or cyclic containers go through
+    :func:`agent.contract.json_native` (the sanitiser the agent uses too).
     """
     try:
         return orjson.dumps(obj, default=_default, option=_OPTS)
     except (TypeError, orjson.JSONEncodeError, RecursionError):
-        return orjson.dumps(_safe(obj, 0), option=_OPTS)
+        return orjson.dumps(json_native(obj, _MAX_DEPTH, "<too deep>", other=_native), option=_OPTS)
 
 
 def dumps_text(obj: Any, **_ignored: Any) -> str:
@@ -111,26 +112,14 @@ def text_of(value: Any) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def _safe(value: Any, depth: int) -> Any:
-    """A JSON-native copy of ``value``: bounded depth, 64-bit integers, valid UTF-8."""
-    if value is None or isinstance(value, bool | float):
-        return value
-    if isinstance(value, int):
-        return value if -(2**63) <= value < 2**64 else str(value)
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
-    if depth >= _MAX_DEPTH:
-        return "<too deep>"
-    if isinstance(value, dict):
-        return {text_of(k): _safe(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_safe(v, depth + 1) for v in value]
+def _native(value: Any) -> Any:
+    """An object orjson can write natively (UUID, datetime, dataclass...) as plain JSON values;
+    anything else as its text, counted as coerced."""
     try:
-        native = orjson.loads(orjson.dumps(value, option=_OPTS))  # UUID, datetime, dataclass...
+        return orjson.loads(orjson.dumps(value, option=_OPTS))
     except (TypeError, orjson.JSONEncodeError, orjson.JSONDecodeError):
         STATS.add(coerced=1)
         return text_of(value)
-    return _safe(native, depth + 1)
 
 
 # --- processors --------------------------------------------------------------------------------

@@ -1,71 +1,155 @@
 """Bytes -> one :class:`Row`, :class:`DeadLetter` or :class:`AppLog`; pure, and it never raises.
 
-The contract lives in :mod:`agent.contract`, the per-field conversions in
-:mod:`agent.parse.fields`, and the row of each record kind is built by the one builder
-:mod:`agent.parse.build` generates for it from the contract. This module decodes the line,
-tells a record from an ordinary log line and names what is wrong with a line that is neither.
+Two paths, one result. The typed path (:mod:`agent.parse.typed` for records,
+:class:`~agent.parse.applogs.LogDecoder` for ordinary log lines) decodes and checks a common line
+in C; whatever it does not take as it is goes to the tolerant path: ``orjson.loads``, then the
+contract applied field by field (:mod:`agent.parse.build`, converters in
+:mod:`agent.parse.fields`), which also names what is wrong with a line that is no row. The typed
+path takes a line only when its row is the tolerant path's, so which path ran never shows in
+the result (tests hold the two, and a reference, equal on generated lines of every kind).
+
+A :class:`Parser` is one source's parse: its discriminator key, what it does with ordinary log
+lines, and the app keys its typed decoders have learned. :func:`parse` is the same for one line
+with a shared parser per discriminator key.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
 
 import orjson
 
 from agent import contract as c
 from agent.model import AppLog, DeadLetter, Row
 from agent.parse import fields as pf
-from agent.parse.build import BUILDERS, FallbackId
+from agent.parse.applogs import AppLogPolicy, LogDecoder, level_of, log_row
+from agent.parse.build import PLANS, FallbackId, build_row, fallback
+from agent.parse.typed import REFUSED, RecordDecoder
 
-__all__ = ["parse"]
+__all__ = ["FallbackId", "Parser", "parse"]
 
+Result = Row | DeadLetter | AppLog
 _BOM: Final = b"\xef\xbb\xbf"
 _KINDS_TEXT: Final = ", ".join(c.RECORD_KINDS)
 _MISSING: Final = object()
+_BACKSLASH: Final = ord("\\")
+_NUL_ESCAPE: Final = b"\\u0000"
 _loads: Final = orjson.loads
-_builder: Final = BUILDERS.get
+_MAX_SHARED: Final = 64  # parsers parse() keeps, one per discriminator key
 
 
-def parse(
-    data: bytes,
-    *,
-    record_type_key: str = c.DEFAULT_RECORD_TYPE_KEY,
-    fallback_id: FallbackId | None = None,
-) -> Row | DeadLetter | AppLog:
-    """Turn one line (without its newline) into exactly one row, dead letter or app log.
+class Parser:
+    """One source's parse of single lines.
 
-    ``fallback_id`` supplies the deterministic id of a chat message or document event that has
-    no ``id`` of its own (the caller derives it from agent, file identity and offset); without it
-    the id is a uuid5 of the line's bytes. Any unexpected failure becomes a dead letter too.
+    ``app_logs`` is the source's policy for ordinary log lines: a line it stores becomes its
+    ``logs`` row (``fallback_id`` gives its id), one it does not is an :class:`AppLog` that is only
+    counted. Without a policy every ordinary log line is an :class:`AppLog` carrying its decoded
+    fields (for :func:`~agent.parse.applogs.log_row`).
     """
-    try:
+
+    def __init__(self, record_type_key: str = c.DEFAULT_RECORD_TYPE_KEY, *,
+                 app_logs: AppLogPolicy | None = None, source: str = "") -> None:
+        self.key = record_type_key
+        self.app_logs = app_logs
+        self.source = source
+        self._records = _typed(RecordDecoder, record_type_key)
+        self._logs = _typed(LogDecoder, record_type_key) if app_logs is not None else None
+        self._key_bytes = orjson.dumps(record_type_key)
+
+    def parse(self, data: bytes, fallback_id: FallbackId | None = None) -> Result:
+        """Turn one line (without its newline) into exactly one row, dead letter or app log.
+
+        ``fallback_id`` supplies the deterministic id of a record without an id of its own and of
+        a stored log line (the caller derives it from agent, file identity and offset); without it
+        the id is a uuid5 of the line's bytes. Any unexpected failure becomes a dead letter too.
+        """
+        try:
+            result = self.typed(data, fallback_id)
+            return self.tolerant(data, fallback_id) if result is None else result
+        except Exception as exc:  # the promise is "never raises": an internal bug is a dead letter
+            return DeadLetter(f"internal parser error: {type(exc).__name__}")
+
+    def typed(self, data: bytes, fallback_id: FallbackId | None = None) -> Result | None:
+        """The line's result from the typed path, or ``None`` when the tolerant path must decide
+        (a line that escapes NUL always does)."""
+        if type(data) is not bytes or (_BACKSLASH in data and _NUL_ESCAPE in data):
+            return None
+        if self._key_bytes in data:
+            decode = None if self._records is None else self._records.decode
+            if decode is None:
+                return None
+            try:
+                s = decode(data)
+                return s.row(s, data, fallback_id)  # type: ignore[no-any-return]
+            except REFUSED:
+                return None
+        if self._logs is not None and self.app_logs is not None:
+            return self._logs.result(data, self.app_logs, lambda: fallback(data, fallback_id), self.source)
+        return None
+
+    def tolerant(self, data: bytes, fallback_id: FallbackId | None = None) -> Result:
+        """The line's result from the tolerant path (which also teaches the typed path its app keys)."""
         try:
             obj = _loads(data)
         except orjson.JSONDecodeError:
             return _undecodable(data)
         if type(obj) is not dict:
             return DeadLetter(f"not a JSON object: got {_json_kind(obj)}")
-        kind = obj.pop(record_type_key, _MISSING)
-        build = _builder(kind) if type(kind) is str else None
-        if build is None:
-            return _not_a_record(obj, kind, record_type_key)
+        kind = obj.pop(self.key, _MISSING)
+        plan = PLANS.get(kind) if type(kind) is str else None
+        if plan is None:
+            return self._not_a_record(obj, kind, data, fallback_id)
+        if self._records is not None:
+            self._records.learn(plan.kind, obj)
         try:
-            return build(obj, data, fallback_id)
+            return build_row(plan, obj, data, fallback_id)
         except pf.Invalid as exc:
             return DeadLetter(str(exc), exc.field)
-    except Exception as exc:  # the promise is "never raises": an internal bug is a dead letter
-        return DeadLetter(f"internal parser error: {type(exc).__name__}")
+
+    def _not_a_record(self, obj: dict[str, Any], kind: Any, data: bytes,
+                      fallback_id: FallbackId | None) -> Result:
+        """A line without the discriminator is an ordinary log line; one with an unknown kind is not."""
+        if kind is not _MISSING:
+            return DeadLetter(f"{self.key}: expected one of {_KINDS_TEXT}, got {pf.shorten(kind)}", self.key)
+        level = level_of(obj.get("level"))
+        if self.app_logs is None:
+            return AppLog(level, obj)
+        if not self.app_logs.keeps(level):
+            return AppLog(level)
+        if self._logs is not None:
+            self._logs.learn(obj)
+        return log_row(obj, log_id=fallback(data, fallback_id), source=self.source)
 
 
-def _not_a_record(obj: dict[str, Any], kind: Any, key: str) -> DeadLetter | AppLog:
-    """A line without the discriminator is an ordinary log line; one with an unknown kind is not."""
-    if kind is _MISSING:
-        level = obj.get("level")
-        return AppLog(pf.clean_str(level[:32]) if type(level) is str else None, obj)
-    return DeadLetter(f"{key}: expected one of {_KINDS_TEXT}, got {pf.shorten(kind)}", key)
+D = TypeVar("D")
 
 
-def _undecodable(data: bytes) -> DeadLetter:
+def _typed(make: Callable[[str], D], key: str) -> D | None:
+    """A typed decoder for ``key``, or ``None`` for a key msgspec cannot name (the tolerant path
+    then parses every line of the source)."""
+    try:
+        return make(key)
+    except (TypeError, ValueError):
+        return None
+
+
+_SHARED: Final[dict[str, Parser]] = {}
+
+
+def parse(data: bytes, *, record_type_key: str = c.DEFAULT_RECORD_TYPE_KEY,
+          fallback_id: FallbackId | None = None) -> Result:
+    """:meth:`Parser.parse` of one line, with a parser kept per discriminator key (ordinary log
+    lines are :class:`AppLog` s with their fields)."""
+    parser = _SHARED.get(record_type_key)
+    if parser is None:
+        parser = Parser(record_type_key)
+        if len(_SHARED) < _MAX_SHARED:
+            _SHARED[record_type_key] = parser
+    return parser.parse(data, fallback_id)
+
+
+def _undecodable(data: Any) -> DeadLetter:
     """Why a line is not JSON; retries once without a BOM, which some writers prepend."""
     if not isinstance(data, bytes | bytearray | memoryview | str):
         return DeadLetter(f"not a line of bytes: got {type(data).__name__}")

@@ -34,6 +34,7 @@ NUMERIC_FLOAT_BOUND: Final = float(_NUMERIC_LIMIT - _Q6)
 TIME_MIN: Final = datetime.min.replace(tzinfo=UTC)
 TIME_MAX: Final = datetime.max.replace(tzinfo=UTC)
 _LINE_NS: Final = uuid.UUID("6f1c1d0e-8f43-4b8e-9a51-3b7f6c2d9e10")  # uuid5 namespace for lines
+_LINE_NS_BYTES: Final = _LINE_NS.bytes
 _SHORT: Final = 80
 
 
@@ -58,38 +59,34 @@ def shorten(value: Any) -> str:
     return repr(value)[:_SHORT]
 
 
-def line_uuid(data: bytes) -> uuid.UUID:
+def line_uuid(data: bytes) -> str:
     """Deterministic id of a line's bytes, for records without an app-given id (uuid5 style)."""
-    digest = hashlib.sha1(_LINE_NS.bytes + bytes(data), usedforsecurity=False).digest()
-    return uuid.UUID(bytes=digest[:16], version=5)
+    return uuid5_text(hashlib.sha1(_LINE_NS_BYTES + bytes(data), usedforsecurity=False).digest())
+
+
+# The variant nibble of a uuid5 from a digest's nibble: its two low bits under the RFC 4122 bits 10.
+_VARIANT: Final = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
+
+
+def uuid5_text(digest: bytes) -> str:
+    """The canonical text of ``uuid.UUID(bytes=digest[:16], version=5)``, without building one.
+
+    Row values carry uuids as text (asyncpg's COPY encodes ``str`` for uuid columns), and a
+    ``uuid.UUID`` costs about a microsecond in Python: the version nibble becomes 5 and the
+    variant's two top bits 10, exactly as ``uuid.UUID(..., version=5)`` sets them.
+    """
+    x = digest[:16].hex()
+    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:]}"
 
 
 # --- identifiers -------------------------------------------------------------------------------
 
-def hex_lower(value: str, size: int) -> bool:
-    """Exactly ``size`` lower-case hex digits.
-
-    ``bytes.fromhex`` refuses anything but hex digits and ASCII whitespace; its ``hex()`` is
-    lower case without whitespace, so the round trip equals ``value`` exactly when ``value`` is
-    lower-case hex (several times faster than a regex, or than ``islower()`` on the text).
-    """
-    try:
-        return len(value) == size and bytes.fromhex(value).hex() == value
-    except (ValueError, TypeError):
-        return False
-
-
 def _w3c_id(value: Any, field: c.Field, size: int) -> str:
-    """Any-case hex of ``size`` digits, not all zero -> its lower-case text."""
-    if type(value) is str and len(value) == size:
-        try:
-            raw = bytes.fromhex(value)  # non-ASCII raises; whitespace shortens the result
-        except ValueError:
-            raw = b""
-        if 2 * len(raw) == size and raw.strip(b"\0"):
-            low = raw.hex()
-            return value if low == value else low
-    raise Invalid(field.name, f"{size} hex digits, not all zero", value)
+    """Any-case hex of ``size`` digits, not all zero -> its lower-case text (:func:`contract.w3c_id`)."""
+    text = c.w3c_id(value, size)
+    if text is None:
+        raise Invalid(field.name, f"{size} hex digits, not all zero", value)
+    return text
 
 
 def trace_id(value: Any, field: c.Field) -> str:
@@ -102,14 +99,26 @@ def span_id(value: Any, field: c.Field) -> str:
     return _w3c_id(value, field, 16)
 
 
-def to_uuid(value: Any, field: c.Field) -> uuid.UUID:
-    """A UUID in any of the text forms ``uuid.UUID`` reads (hyphens, braces, urn prefix)."""
+def to_uuid(value: Any, field: c.Field) -> str:
+    """A UUID in any of the text forms ``uuid.UUID`` reads (hyphens, braces, urn prefix), as its
+    canonical text: lower case, hyphenated (what PostgreSQL prints and asyncpg's COPY takes)."""
     if type(value) is str and len(value) <= 45:
+        if is_canonical_uuid(value):
+            return value
         try:
-            return uuid.UUID(value)
+            return str(uuid.UUID(value))
         except ValueError:
             pass
     raise Invalid(field.name, "a UUID", value)
+
+
+_HEX_DASH: Final = "0123456789abcdef-"
+
+
+def is_canonical_uuid(value: str) -> bool:
+    """Whether ``value`` is already ``str(uuid.UUID(value))``: 8-4-4-4-12 lower-case hex digits."""
+    return (len(value) == 36 and value[8] == value[13] == value[18] == value[23] == "-"
+            and not value.strip(_HEX_DASH) and value.count("-") == 4)
 
 
 # --- time --------------------------------------------------------------------------------------
@@ -250,37 +259,19 @@ def json_text(value: Any) -> str:
     try:
         out = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError):
-        return orjson.dumps(clean_json(value, 0)).decode()
+        return orjson.dumps(clean_json(value)).decode()
     if b"\\u0000" in out:
-        return orjson.dumps(clean_json(value, 0)).decode()
+        return orjson.dumps(clean_json(value)).decode()
     return out.decode()
 
 
-def clean_json(value: Any, depth: int) -> Any:
-    """A copy of ``value`` that ``orjson.dumps`` and jsonb both accept."""
-    if isinstance(value, str):
-        return clean_str(value)
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return value if -(2**63) <= value < 2**64 else str(value)
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if depth >= c.JSON_MAX_DEPTH:
-        return c.JSON_TOO_DEEP
-    if isinstance(value, dict):
-        return {clean_str(str(k)): clean_json(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean_json(v, depth + 1) for v in value]
-    return clean_str(str(value))
+def clean_json(value: Any) -> Any:
+    """A copy of ``value`` that ``orjson.dumps`` and jsonb both accept (:func:`contract.json_native`
+    with the parser's depth limit, NUL replaced)."""
+    return c.json_native(value, c.JSON_MAX_DEPTH, c.JSON_TOO_DEEP, nul=c.NUL_REPLACEMENT)
 
 
 def clean_str(value: str) -> str:
     """NUL -> U+FFFD; lone surrogates -> '?', so the text encodes as UTF-8."""
-    if "\x00" in value:
-        value = value.replace("\x00", c.NUL_REPLACEMENT)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "replace").decode("utf-8")
-    return value
+    text: str = c.json_native(value, 0, "", nul=c.NUL_REPLACEMENT)
+    return text

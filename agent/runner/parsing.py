@@ -1,10 +1,11 @@
 """The parse step as the runner drives it: one tailed :class:`~agent.model.Block` to its items.
 
-:func:`agent.parse.parse` turns bytes into a row, an app log or a dead letter; this module adds
-what only the runner knows: the line's place in its file (for the deterministic row id of a
-record the app gave none), its source's discriminator key and app-log policy, and the lines the
+An :class:`agent.parse.Parser` per source turns bytes into a row, an app log or a dead letter,
+with the source's discriminator key and app-log policy (its typed decoders learn the source's
+app keys); this module adds what only the runner knows: the line's place in its file (for the
+deterministic id of a record the app gave none, and of a stored log line) and the lines the
 tailer could not hand over whole (oversize, NUL runs). What is the same for every line of a
-block (its source's settings, the id prefix of its file) is looked up once per block.
+block (its source's parser, the id prefix of its file) is looked up once per block.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from functools import partial
 
 from agent import contract
 from agent.config import Settings
-from agent.model import NUL_RUN, AppLog, Block, DeadLetter, Item, Line, ParseResult
+from agent.model import NUL_RUN, Block, DeadLetter, Item, Line, ParseResult
 from agent.ops.metrics import Metrics
-from agent.parse import parse
-from agent.parse.applogs import AppLogPolicy, log_row
+from agent.parse import Parser
+from agent.parse.applogs import AppLogPolicy
+from agent.parse.fields import uuid5_text
 
-_STORE_ALL = AppLogPolicy()
 ROW_ID_NAMESPACE = uuid.UUID("6f1c4a2e-52b8-4d7e-9a51-2f0c7d1e8b33")
 _new_item = partial(tuple.__new__, Item)
 
@@ -29,8 +30,9 @@ _new_item = partial(tuple.__new__, Item)
 class RowIds:
     """Deterministic ids for the lines of one file: a replayed line gets the same id.
 
-    It is ``uuid5(ROW_ID_NAMESPACE, f"{agent_id}\\x1f{file_key}\\x1f{offset}")``, with the SHA-1
-    state of everything before the offset computed once per file instead of once per line.
+    It is the text of ``uuid5(ROW_ID_NAMESPACE, f"{agent_id}\\x1f{file_key}\\x1f{offset}")``
+    (row values carry uuids as text), with the SHA-1 state of everything before the offset
+    computed once per file instead of once per line, and the text made from the digest directly.
     """
 
     __slots__ = ("_prefix",)
@@ -39,10 +41,10 @@ class RowIds:
         self._prefix = hashlib.sha1(ROW_ID_NAMESPACE.bytes, usedforsecurity=False)
         self._prefix.update(f"{agent_id}\x1f{file_key}\x1f".encode())
 
-    def __call__(self, offset: int) -> uuid.UUID:
+    def __call__(self, offset: int) -> str:
         h = self._prefix.copy()
         h.update(b"%d" % offset)
-        return uuid.UUID(bytes=h.digest()[:16], version=5)
+        return uuid5_text(h.digest())
 
 
 def reason_class(dl: DeadLetter) -> str:
@@ -59,9 +61,10 @@ class LineParser:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self._keys = {s.name: s.record_type_key for s in settings.sources}
-        self._app_logs = {s.name: AppLogPolicy(s.app_logs == contract.APP_LOGS_STORE, s.app_logs_min_level)
-                          for s in settings.sources}
+        self._parsers = {
+            s.name: Parser(s.record_type_key, source=s.name,
+                           app_logs=AppLogPolicy(s.app_logs == contract.APP_LOGS_STORE, s.app_logs_min_level))
+            for s in settings.sources}
 
     def parse_block(self, block: Block) -> list[Item]:
         """Each line of ``block`` with its one result: a row, a dead letter, or an app log (a
@@ -71,16 +74,14 @@ class LineParser:
         if block.oversize:
             return [Item(line, self._not_whole(line)) for line in lines]
         source = block.file.source
-        key = self._keys.get(source, contract.DEFAULT_RECORD_TYPE_KEY)
-        policy = self._app_logs.get(source, _STORE_ALL)
+        parser = self._parsers.get(source)
+        if parser is None:  # a source the settings do not name: its defaults (and its own parser)
+            parser = self._parsers[source] = Parser(source=source, app_logs=AppLogPolicy())
         ids = RowIds(self.settings.agent.id, block.file.identity.key)
-        results: list[ParseResult] = []
-        append = results.append
-        for data, start in zip(block.data, block.bounds, strict=False):  # bounds: one more
-            result = parse(data, record_type_key=key, fallback_id=partial(ids, start))
-            if type(result) is AppLog and result.fields is not None and policy.keeps(result.level):
-                result = log_row(result.fields, log_id=ids(start), source=source)
-            append(result)
+        parse = parser.parse
+        # bounds has one entry more than data: each line's start
+        results: list[ParseResult] = [parse(data, partial(ids, start))
+                                      for data, start in zip(block.data, block.bounds, strict=False)]
         return list(map(_new_item, zip(lines, results, strict=True)))
 
     def _not_whole(self, line: Line) -> DeadLetter:

@@ -286,7 +286,7 @@ async def test_chat_message_duplicates_keep_first(writer: Writer, conn: asyncpg.
     from agent.model import Row
     from tests.factories import T0, values
 
-    mid = uuid.uuid4()
+    mid = str(uuid.uuid4())  # rows carry uuids as their canonical text
     row = Row("chat_messages", values("chat_messages", id=mid, timestamp=T0, role="user", content="hi",
                                       metadata="{}"))
     fw = FileWriter()

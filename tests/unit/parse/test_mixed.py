@@ -11,10 +11,11 @@ import orjson
 
 from agent import contract as c
 from agent.model import AppLog, Row
-from agent.parse import parse
-from tests.mixed import BENCH_LINES, mixed
+from agent.parse import Parser, parse
+from agent.parse.applogs import AppLogPolicy
+from tests.mixed import BENCH_LINES, CUSTOM_KEY, SHAPES, mixed
 
-FALLBACK = uuid.UUID(int=7)
+FALLBACK = str(uuid.UUID(int=7))
 
 
 def decoded(table: str, values: tuple[Any, ...]) -> dict[str, Any]:
@@ -39,3 +40,17 @@ def test_every_line_of_the_mixed_file_becomes_its_reference_row() -> None:
         assert isinstance(got["timestamp"], datetime) and got["timestamp"].utcoffset() is not None
     # app logs (table None here) become logs rows in the runner, per source (agent.parse.applogs)
     assert tables["spans"] > BENCH_LINES // 2 and all(tables[t] for t in (*c.COLUMNS, None) if t != c.LOGS)
+
+
+def test_the_typed_path_takes_every_line_of_the_mixed_file_once_it_knows_the_app_keys() -> None:
+    """The mixed file is what apps write: past the first line that shows a shape's app keys, no
+    line of it needs the tolerant path (each source has its parser, as in the runner)."""
+    parsers = {key: Parser(key, app_logs=AppLogPolicy(), source="app")
+               for key in (c.DEFAULT_RECORD_TYPE_KEY, CUSTOM_KEY)}
+    tolerant: Counter[bytes] = Counter()
+    for line in mixed(BENCH_LINES // 10):
+        parser = parsers[line.key]
+        if parser.typed(line.data) is None:
+            tolerant[line.data.split(b",", 1)[0]] += 1
+            parser.parse(line.data)
+    assert sum(tolerant.values()) <= len(SHAPES), tolerant

@@ -244,7 +244,7 @@ def test_temperature_is_a_finite_float() -> None:
 def test_uuid_forms() -> None:
     u = uuid.UUID("8d3a7f0e-1c2b-4a5d-9e6f-0a1b2c3d4e5f")
     for text in (str(u), str(u).upper(), u.hex, "{" + str(u) + "}", "urn:uuid:" + str(u)):
-        assert col(row_of(span_line(document_id=text)), "document_id") == u
+        assert col(row_of(span_line(document_id=text)), "document_id") == str(u)  # canonical text
     assert row_of(span_line(document_id="8d3a7f0e")).warnings == ("document_id",)
 
 
@@ -288,7 +288,7 @@ def test_clean_json_handles_what_orjson_cannot_write() -> None:
     from agent.parse.fields import clean_json, json_text
     assert orjson.loads(json_text({"a": 2**70, "b": float("nan"), "c": "\ud800x", "d": (1, 2)})) == {
         "a": str(2**70), "b": None, "c": "?x", "d": [1, 2]}
-    assert clean_json({1: {2}}, 0) == {"1": "{2}"}
+    assert clean_json({1: {2}, "k\x00": Exception("e\x00")}) == {"1": [2], "k\ufffd": "e\ufffd"}
 
 
 # --- kinds -------------------------------------------------------------------------------------
@@ -321,7 +321,7 @@ def test_chat_message_fields_and_deterministic_ids() -> None:
     assert orjson.loads(col(row, "sources")) == [{"doc": "a\ufffd", "score": 0.5}]
     assert col(row, "content") == "" and col(row, "role") == "assistant" and not row.merge
 
-    def broken() -> uuid.UUID:
+    def broken() -> str:
         raise RuntimeError("callback failed")
     assert row_of(data, fallback_id=broken).values[0] == col(row, "id")
 

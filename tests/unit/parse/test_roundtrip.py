@@ -18,7 +18,7 @@ from agent import emit
 from agent.model import Row
 from agent.parse import parse
 
-USER = uuid.UUID("8d3a7f0e-1c2b-4a5d-9e6f-0a1b2c3d4e5f")
+USER = uuid.UUID("8d3a7f0e-1c2b-4a5d-9e6f-0a1b2c3d4e5f")  # what the app passes; rows hold the text
 KB = uuid.UUID("1d3a7f0e-1c2b-4a5d-9e6f-0a1b2c3d4e50")
 DOC = uuid.UUID("2d3a7f0e-1c2b-4a5d-9e6f-0a1b2c3d4e51")
 
@@ -26,7 +26,7 @@ DOC = uuid.UUID("2d3a7f0e-1c2b-4a5d-9e6f-0a1b2c3d4e51")
 def parsed(path: Path) -> list[Row]:
     out = []
     for line in path.read_bytes().splitlines():
-        result = parse(line, fallback_id=lambda: uuid.UUID(int=1))
+        result = parse(line, fallback_id=lambda: str(uuid.UUID(int=1)))
         assert isinstance(result, Row), (result, line)
         assert result.warnings == (), (result, line)
         out.append(result)
@@ -58,7 +58,7 @@ def test_trace_start_and_end_with_nested_spans_and_llm_calls(log_path: Path) -> 
     assert start["trace_id"] == end["trace_id"] == t.trace_id and start["timestamp"] == end["timestamp"]
     assert before <= start["timestamp"] <= after and start["status"] == "in_progress"
     assert (start["name"], start["operation_type"], start["user_id"], start["session_id"], start["kb_id"]) == \
-           ("answer question", "rag_query", USER, "s-1", KB)
+           ("answer question", "rag_query", str(USER), "s-1", str(KB))
     assert start["metadata"] == {"tenant": "acme"} and start["ended_at"] is None
     assert end["status"] == "completed" and end["ended_at"] >= end["timestamp"]
     assert abs(end["duration_ms"] - (end["ended_at"] - end["timestamp"]) / timedelta(milliseconds=1)) <= 1
@@ -68,7 +68,7 @@ def test_trace_start_and_end_with_nested_spans_and_llm_calls(log_path: Path) -> 
 
     assert embed["parent_span_id"] == retrieve_row["span_id"] and retrieve_row["parent_span_id"] is None
     assert {embed["trace_id"], retrieve_row["trace_id"], llm["trace_id"]} == {t.trace_id}
-    assert retrieve_row["result_count"] == 4 and retrieve_row["document_id"] == DOC
+    assert retrieve_row["result_count"] == 4 and retrieve_row["document_id"] == str(DOC)
     assert retrieve_row["metadata"] == {"index": "main"} and retrieve_row["span_type"] == "retrieval"
     assert embed["cost_usd"] == Decimal("0.000001") and embed["input_tokens"] == 7
     assert llm["span_id"] == llm_id and llm["span_type"] == "llm" and llm["model"] == "gpt-4o"
@@ -107,9 +107,10 @@ def test_chat_messages_with_sources_and_citations(log_path: Path) -> None:
     rows = parsed(log_path)
     user, assistant = (as_dict(r) for r in rows[1:3])
     assert user["role"] == "user" and user["content"] == "What is hypertail?" and user["sources"] is None
-    assert (user["trace_id"], user["span_id"], user["user_id"], user["kb_id"]) == (t.trace_id, s.span_id, USER, KB)
-    assert user["id"] == uuid.UUID(int=1)  # no app id: the caller's deterministic one
-    assert assistant["id"] == USER and assistant["metadata"] == {"channel": "web"}
+    ids = (user["trace_id"], user["span_id"], user["user_id"], user["kb_id"])
+    assert ids == (t.trace_id, s.span_id, str(USER), str(KB))
+    assert user["id"] == str(uuid.UUID(int=1))  # no app id: the caller's deterministic one
+    assert assistant["id"] == str(USER) and assistant["metadata"] == {"channel": "web"}
     assert assistant["sources"] == [{**sources[0], "text": "a\ufffdb"}] and assistant["citations"] == [0]
     assert (assistant["latency_ms"], assistant["feedback_type"], assistant["feedback_comment"]) == \
            (850, "thumbs_up", "nice")
@@ -127,7 +128,7 @@ def test_document_events(log_path: Path, event_type: str) -> None:
     assert started["event_type"] == done["event_type"] == event_type and started["status"] == "started"
     assert (done["duration_ms"], done["chunk_count"], done["token_count"], done["page_count"]) == (120, 12, 3400, 5)
     assert done["file_size_bytes"] == 2**33 and done["metadata"] == {"source": "s3"}
-    assert done["document_id"] == DOC and done["kb_id"] == KB and done["trace_id"] == t.trace_id
+    assert done["document_id"] == str(DOC) and done["kb_id"] == str(KB) and done["trace_id"] == t.trace_id
     assert failed["status"] == "failed" and len(failed["error_message"]) == c.ERROR_MESSAGE_MAX
     assert len({started["id"], done["id"], failed["id"]}) == 1  # same fallback in this test: the caller's
 
