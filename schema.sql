@@ -1,4 +1,5 @@
--- hypertail schema, version 2 (2 added observability.logs).
+-- hypertail schema, version 3 (2 added observability.logs; 3 observability.metrics and
+-- observability.workflow_transitions, with the view observability.workflows).
 --
 -- Idempotent: every statement is guarded, so applying this file again changes nothing, and
 -- applying it over an older version adds what is missing (tables are created with their keys,
@@ -206,6 +207,164 @@ CREATE INDEX IF NOT EXISTS idx_logs_error    ON observability.logs ("timestamp" 
     WHERE level IN ('error', 'critical');
 
 -- ---------------------------------------------------------------------------------------------
+-- observability.metrics: application metrics, one row per series (name, kind, attributes) per
+-- interval of one process (agent.emit aggregates in the process and writes one line per series per
+-- interval; OTLP metric data points map onto the same columns). "timestamp" is when the interval
+-- was written (its end), start_time its start. See docs/metrics.md.
+CREATE TABLE IF NOT EXISTS observability.metrics (
+    id          uuid NOT NULL,
+    "timestamp" timestamptz NOT NULL,
+    CONSTRAINT metrics_pkey PRIMARY KEY (id, "timestamp")
+);
+ALTER TABLE observability.metrics
+    ADD COLUMN IF NOT EXISTS start_time  timestamptz,
+    ADD COLUMN IF NOT EXISTS name        varchar(255) NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS kind        varchar(20) NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS temporality varchar(20),
+    ADD COLUMN IF NOT EXISTS unit        varchar(63),
+    ADD COLUMN IF NOT EXISTS attributes  jsonb,
+    ADD COLUMN IF NOT EXISTS resource    jsonb,
+    ADD COLUMN IF NOT EXISTS value       double precision,
+    ADD COLUMN IF NOT EXISTS count       bigint,
+    ADD COLUMN IF NOT EXISTS sum         double precision,
+    ADD COLUMN IF NOT EXISTS min         double precision,
+    ADD COLUMN IF NOT EXISTS max         double precision,
+    ADD COLUMN IF NOT EXISTS buckets     jsonb,
+    ADD COLUMN IF NOT EXISTS trace_id    varchar(32),
+    ADD COLUMN IF NOT EXISTS span_id     varchar(16),
+    ADD COLUMN IF NOT EXISTS metadata    jsonb NOT NULL DEFAULT '{}'::jsonb;
+
+-- Series are read by name over a time range (`hypertail metrics`, the rollup, dashboards).
+CREATE INDEX IF NOT EXISTS idx_metrics_name     ON observability.metrics (name, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_metrics_trace_id ON observability.metrics (trace_id) WHERE trace_id IS NOT NULL;
+
+-- The buckets of one row's exponential histogram (see agent/contract.py, HISTOGRAM_SCALE): one row
+-- per non-empty bucket, sign 1 (positive values), -1 (negative) or 0 (the zero bucket). Buckets
+-- that are not well formed yield no rows (never an error: a bad line must not stop the rollup).
+-- Every cast is behind a CASE, which PostgreSQL evaluates in order; WHERE clauses it may reorder.
+CREATE OR REPLACE FUNCTION observability.histogram_buckets(b jsonb)
+RETURNS TABLE (scale integer, sign integer, idx bigint, n bigint)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT s.scale, e.sign, e.idx, e.n
+    FROM (SELECT CASE WHEN jsonb_typeof(b) = 'object' AND (b ->> 'scale') ~ '^-?[0-9]{1,2}$'
+                      THEN (b ->> 'scale')::integer END AS scale) AS s
+    CROSS JOIN LATERAL (
+        SELECT 0 AS sign, 0::bigint AS idx,
+               CASE WHEN (b ->> 'zero_count') ~ '^[0-9]{1,18}$' THEN (b ->> 'zero_count')::bigint END AS n
+        UNION ALL
+        SELECT d.sign,
+               CASE WHEN (b -> d.side ->> 'offset') ~ '^-?[0-9]{1,9}$'
+                    THEN (b -> d.side ->> 'offset')::bigint + a.o - 1 END,
+               CASE WHEN jsonb_typeof(a.c) = 'number' AND a.c::text ~ '^[0-9]{1,18}$' THEN a.c::text::bigint END
+        FROM (VALUES ('positive', 1), ('negative', -1)) AS d(side, sign)
+        CROSS JOIN LATERAL jsonb_array_elements(
+            CASE WHEN jsonb_typeof(b -> d.side -> 'bucket_counts') = 'array'
+                 THEN b -> d.side -> 'bucket_counts' ELSE '[]'::jsonb END) WITH ORDINALITY AS a(c, o)
+    ) AS e
+    WHERE s.scale BETWEEN -10 AND 20 AND e.n > 0 AND e.idx IS NOT NULL
+      -- a bucket whose bounds do not fit a double (no finite value lands there) is not well formed
+      AND abs(e.idx + 1) * power(2::float8, -s.scale) < 1020
+$fn$;
+
+-- The value that stands for bucket `idx` of `sign` at `scale`: 2 * base^(idx+1) / (base+1), off by
+-- at most (base-1)/(base+1) of any value in the bucket; the zero bucket is 0.
+CREATE OR REPLACE FUNCTION observability.histogram_bucket_value(scale integer, sign integer, idx bigint)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT CASE WHEN sign = 0 THEN 0::float8
+                ELSE sign * 2 * power(2::float8, (idx + 1) * power(2::float8, -scale))
+                     / (power(2::float8, power(2::float8, -scale)) + 1) END
+$fn$;
+
+-- Quantiles (nearest rank: the value of rank ceil(q * n)) of the merged exponential histograms `hs`
+-- (the buckets of several rows: processes, intervals). Rows of different scales are merged at the
+-- smallest one (bucket i at scale s is bucket i >> (s - t) at scale t). NULL entries when the
+-- buckets do not add up to `total` (the rows' summed count): then some row's buckets were not
+-- exponential ones (OTLP explicit bounds) or not well formed, and a quantile of the rest would lie.
+CREATE OR REPLACE FUNCTION observability.histogram_quantiles(hs jsonb[], total numeric, qs numeric[])
+RETURNS double precision[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    WITH b AS (
+        SELECT hb.* FROM unnest(hs) AS h(b) CROSS JOIN LATERAL observability.histogram_buckets(h.b) AS hb
+    ),
+    t AS (SELECT min(scale) AS scale FROM b),
+    merged AS (
+        SELECT b.sign, b.idx >> (b.scale - t.scale) AS idx, t.scale, sum(b.n) AS n
+        FROM b CROSS JOIN t GROUP BY 1, 2, 3
+    ),
+    ranked AS (
+        SELECT observability.histogram_bucket_value(scale, sign, idx) AS v,
+               sum(n) OVER (ORDER BY sign, sign * idx ROWS UNBOUNDED PRECEDING) AS running,
+               sum(n) OVER () AS n
+        FROM merged
+    )
+    SELECT array_agg(CASE WHEN (SELECT max(n) FROM ranked) = total THEN
+                         (SELECT r.v FROM ranked r WHERE r.running >= greatest(1, ceil(u.q * r.n))
+                          ORDER BY r.running LIMIT 1) END
+                     ORDER BY u.o)
+    FROM unnest(qs) WITH ORDINALITY AS u(q, o)
+$fn$;
+
+-- ---------------------------------------------------------------------------------------------
+-- observability.workflow_transitions: every transition of an application's workflows (a document
+-- through parse/embed/index, an order through paid/shipped), one row per emit.workflow() call.
+-- The current state is the latest transition by ("timestamp", seq, id): see the view below.
+CREATE TABLE IF NOT EXISTS observability.workflow_transitions (
+    id          uuid NOT NULL,
+    "timestamp" timestamptz NOT NULL,
+    CONSTRAINT workflow_transitions_pkey PRIMARY KEY (id, "timestamp")
+);
+ALTER TABLE observability.workflow_transitions
+    ADD COLUMN IF NOT EXISTS workflow_id   varchar(255) NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS workflow_type varchar(100),
+    ADD COLUMN IF NOT EXISTS state         varchar(100) NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS from_state    varchar(100),
+    ADD COLUMN IF NOT EXISTS seq           bigint,
+    ADD COLUMN IF NOT EXISTS trace_id      varchar(32),
+    ADD COLUMN IF NOT EXISTS span_id       varchar(16),
+    ADD COLUMN IF NOT EXISTS metadata      jsonb NOT NULL DEFAULT '{}'::jsonb;
+
+CREATE INDEX IF NOT EXISTS idx_workflow_transitions_workflow
+    ON observability.workflow_transitions (workflow_id, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_workflow_transitions_state
+    ON observability.workflow_transitions (state, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_workflow_transitions_trace_id
+    ON observability.workflow_transitions (trace_id) WHERE trace_id IS NOT NULL;
+
+-- Each workflow's current state, since when, and its history, whatever order the transitions
+-- arrived in. Order of a workflow's transitions: "timestamp" (when the app recorded it), then seq
+-- (a counter of the recording process, for two transitions in one microsecond), then id. The
+-- current state is the last one's. `consistent` is false when some transition's from_state (the
+-- state the app knew before it) differs from the state before it in that order: a sign of clocks
+-- that disagree between hosts, or of two processes moving one workflow at once.
+CREATE OR REPLACE VIEW observability.workflows AS
+WITH ordered AS (
+    SELECT t.*,
+           row_number() OVER w AS step,
+           lag(t.state) OVER w AS previous_state,
+           lead(t."timestamp") OVER w AS left_at
+    FROM observability.workflow_transitions t
+    WINDOW w AS (PARTITION BY t.workflow_id ORDER BY t."timestamp", t.seq NULLS FIRST, t.id)
+)
+SELECT o.workflow_id,
+       (array_agg(o.workflow_type ORDER BY o.step DESC) FILTER (WHERE o.workflow_type IS NOT NULL))[1]
+           AS workflow_type,
+       (array_agg(o.state ORDER BY o.step DESC))[1] AS state,
+       max(o."timestamp") AS since,
+       now() - max(o."timestamp") AS time_in_state,
+       min(o."timestamp") AS started_at,
+       count(*) AS transitions,
+       bool_and(o.from_state IS NULL OR o.previous_state IS NULL OR o.from_state = o.previous_state)
+           AS consistent,
+       (array_agg(o.trace_id ORDER BY o.step DESC))[1] AS trace_id,
+       jsonb_agg(jsonb_build_object('state', o.state, 'from_state', o.from_state, 'at', o."timestamp",
+                                    'seconds', extract(epoch FROM o.left_at - o."timestamp"),
+                                    'trace_id', o.trace_id)
+                 ORDER BY o.step) AS history
+FROM ordered o
+GROUP BY o.workflow_id;
+
+-- ---------------------------------------------------------------------------------------------
 -- observability.metrics_aggregates: pre-computed rollups (count, sum, min, max, avg, percentiles).
 -- `dimensions` holds the bucket width ("granularity") and the dimension values of the group.
 CREATE TABLE IF NOT EXISTS observability.metrics_aggregates (
@@ -243,6 +402,13 @@ $$;
 CREATE INDEX IF NOT EXISTS idx_metrics_type_bucket ON observability.metrics_aggregates (metric_type, bucket DESC);
 CREATE INDEX IF NOT EXISTS idx_metrics_dimensions  ON observability.metrics_aggregates USING gin (dimensions);
 
+-- Application metrics in the rollup (metric types app.counter, app.updown_counter, app.gauge,
+-- app.histogram): `rate` is a counter's increase per second over the bucket, `last` a gauge's
+-- last value in it. NULL for every other metric type.
+ALTER TABLE observability.metrics_aggregates
+    ADD COLUMN IF NOT EXISTS last       double precision,
+    ADD COLUMN IF NOT EXISTS rate       double precision;
+
 -- ---------------------------------------------------------------------------------------------
 -- observability.provider_sync_status: sync state per (provider, entity). hypertail reports one
 -- row per (agent, source file) here. A regular table, not a hypertable.
@@ -274,8 +440,10 @@ ALTER TABLE hypertail.schema_version
     ADD COLUMN IF NOT EXISTS applied_at timestamptz NOT NULL DEFAULT now(),
     -- What was applied (this file's text and the mode), so an agent's start skips an unchanged schema.
     ADD COLUMN IF NOT EXISTS checksum   text;
--- Version 2 added observability.logs: an agent that may not apply the schema waits for it.
+-- Version 2 added observability.logs, 3 the metrics and workflow tables: an agent that may not
+-- apply the schema waits for it.
 INSERT INTO hypertail.schema_version (version) VALUES (2) ON CONFLICT (version) DO NOTHING;
+INSERT INTO hypertail.schema_version (version) VALUES (3) ON CONFLICT (version) DO NOTHING;
 
 -- One row per tailed file identity; `committed_offset` moves in the same transaction as the rows.
 CREATE TABLE IF NOT EXISTS hypertail.checkpoints (
@@ -375,6 +543,56 @@ BEGIN
         CREATE INDEX IF NOT EXISTS brin_logs_timestamp
             ON observability.logs USING brin ("timestamp");
         RAISE NOTICE 'hypertail schema: plain PostgreSQL mode (TimescaleDB not available)';
+    END IF;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Time-series layout of observability.metrics and observability.workflow_transitions (issue 26),
+-- kept apart from the block above so that each can change on its own; the same rules: hypertables
+-- compressed after compress_after_days with TimescaleDB, BRIN indexes without it.
+--   metrics: 1-day chunks (a line per series per interval per process: the busiest of the two),
+--            segmented by name, dropped after hypertail.metrics_retention_days (default 90);
+--   workflow_transitions: 7-day chunks (few rows, long-lived workflows), segmented by
+--            workflow_id, dropped after hypertail.workflows_retention_days (default 365). A workflow
+--            whose last transition is older than that leaves the view.
+DO $$
+DECLARE
+    compress_after interval := make_interval(days =>
+        coalesce(nullif(current_setting('hypertail.compress_after_days', true), ''), '7')::int);
+    retain_metrics interval := make_interval(days =>
+        coalesce(nullif(current_setting('hypertail.metrics_retention_days', true), ''), '90')::int);
+    retain_workflows interval := make_interval(days =>
+        coalesce(nullif(current_setting('hypertail.workflows_retention_days', true), ''), '365')::int);
+    t record;
+BEGIN
+    IF coalesce(current_setting('hypertail.timescaledb', true), '') <> 'off'
+       AND EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
+        FOR t IN
+            SELECT * FROM (VALUES
+                ('observability.metrics',              INTERVAL '1 day',  'name',        retain_metrics),
+                ('observability.workflow_transitions', INTERVAL '7 days', 'workflow_id', retain_workflows)
+            ) AS v(tbl, chunk, segment_by, retention)
+        LOOP
+            PERFORM create_hypertable(t.tbl::regclass, 'timestamp', chunk_time_interval => t.chunk,
+                                      if_not_exists => TRUE);
+            IF NOT EXISTS (
+                SELECT 1 FROM timescaledb_information.hypertables h
+                WHERE format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass = t.tbl::regclass
+                  AND h.compression_enabled
+            ) THEN
+                EXECUTE format(
+                    'ALTER TABLE %s SET (timescaledb.compress, timescaledb.compress_segmentby = %L, '
+                    'timescaledb.compress_orderby = %L)', t.tbl, t.segment_by, '"timestamp" DESC');
+            END IF;
+            PERFORM add_compression_policy(t.tbl::regclass, compress_after, if_not_exists => TRUE);
+            PERFORM add_retention_policy(t.tbl::regclass, t.retention, if_not_exists => TRUE);
+        END LOOP;
+    ELSE
+        CREATE INDEX IF NOT EXISTS brin_metrics_timestamp
+            ON observability.metrics USING brin ("timestamp");
+        CREATE INDEX IF NOT EXISTS brin_workflow_transitions_timestamp
+            ON observability.workflow_transitions USING brin ("timestamp");
     END IF;
 END
 $$;

@@ -95,7 +95,8 @@ def _fix_id(row: dict[str, Any], data: bytes, fallback_id: FallbackId | None) ->
         row["id"] = _fallback(data, fallback_id)
 
 
-_FIXUPS: Final = {c.TRACE: _fix_trace, c.SPAN: _fix_span, c.CHAT_MESSAGE: _fix_id, c.DOCUMENT_EVENT: _fix_id}
+_FIXUPS: Final = {c.TRACE: _fix_trace, c.SPAN: _fix_span, c.CHAT_MESSAGE: _fix_id, c.DOCUMENT_EVENT: _fix_id,
+                  c.METRIC: _fix_id, c.WORKFLOW_TRANSITION: _fix_id}
 
 
 def _metadata(kind: str, rest: dict[str, Any], explicit: Any, invalid: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from agent.sink.classify import DRIVER_ERRORS, one_line
 from agent.sink.connect import connect
 from agent.sink.layout import HypertableLayout, hypertable_layout
 
-SCHEMA_VERSION = 2  # 2: observability.logs
+SCHEMA_VERSION = 3  # 2: observability.logs; 3: observability.metrics, workflow_transitions
 
 
 def schema_sql() -> str:
@@ -172,6 +172,8 @@ async def apply_schema(
                 ("hypertail.retention_days", policy.retention_days),
                 ("hypertail.chat_retention_days", policy.chat_retention_days),
                 ("hypertail.logs_retention_days", policy.logs_retention_days),
+                ("hypertail.metrics_retention_days", policy.metrics_retention_days),
+                ("hypertail.workflows_retention_days", policy.workflows_retention_days),
             ):
                 await conn.execute("SELECT set_config($1, $2, true)", name, str(value))
             await conn.execute(schema_sql())
@@ -205,6 +207,7 @@ def grants_for(role: str) -> str:
     lines = [
         f"GRANT USAGE ON SCHEMA {obs}, hypertail TO {r};",
         f"GRANT SELECT, INSERT ON {obs}.chat_messages, {obs}.document_events, {obs}.logs TO {r};",
+        f"GRANT SELECT, INSERT ON {obs}.metrics, {obs}.workflow_transitions TO {r};",
         f"GRANT SELECT, INSERT, UPDATE ON {obs}.traces, {obs}.spans TO {r};",
         f"GRANT SELECT, INSERT, UPDATE ON {obs}.metrics_aggregates, {obs}.provider_sync_status TO {r};",
         f"GRANT SELECT ON hypertail.schema_version TO {r};",
