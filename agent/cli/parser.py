@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
+from agent.cli.apps import add_app_parsers
 from agent.cli.commands import (
     cmd_check_config,
     cmd_demo,
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(func=cmd_demo)
     add_embedded_parser(sub)
     _add_trace_parsers(sub)
+    add_app_parsers(sub)
     return p
 
 
