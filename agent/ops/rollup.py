@@ -1,5 +1,7 @@
 """Percentile rollups of spans into ``observability.metrics_aggregates`` (design §6), plus
-request durations per operation type (``trace.duration_ms``) and log lines per level (``log.lines``).
+request durations per operation type (``trace.duration_ms``), log lines per level (``log.lines``)
+and the application's own metrics (``app.counter``, ``app.gauge``, ``app.histogram``: counter
+rates, last gauge values and histogram percentiles per series; see ``FRESH_APP``).
 
 Why it works the way it does:
 
@@ -39,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
-from agent.ops.rollup_sql import BUCKETS, LAST_RUN, LOCK, MARK_RUN, ROLLUP, ROLLUP_LOGS, ROLLUP_TRACES
+from agent.ops.rollup_sql import BUCKETS, LAST_RUN, LOCK, MARK_RUN, ROLLUP, ROLLUP_APP, ROLLUP_LOGS, ROLLUP_TRACES
 
 # pg_try_advisory_xact_lock key: the bytes of "hytrollu", unlikely to collide with an app's keys.
 ROLLUP_LOCK_KEY = 0x6879_7472_6F6C_6C75
@@ -107,6 +109,9 @@ def window(now: datetime, g: Granularity, lookback: timedelta) -> tuple[datetime
 
 TRACE_METRIC_TYPES = ("trace.duration_ms",)
 LOG_METRIC_TYPES = ("log.lines",)
+# Application metrics (observability.metrics): "app." and the row's kind; see FRESH_APP.
+APP_KINDS = ("counter", "updown_counter", "gauge", "histogram")
+APP_METRIC_TYPES = tuple(f"app.{kind}" for kind in APP_KINDS)
 
 
 async def _ran_recently(conn: Connection, now: datetime, min_interval: timedelta) -> bool:
@@ -131,8 +136,10 @@ async def _rollup_width(
     r = await conn.fetchrow(ROLLUP, g.unit, lo, hi, g.label, list(METRIC_TYPES))
     t = await conn.fetchrow(ROLLUP_TRACES, g.unit, lo, hi, g.label, list(TRACE_METRIC_TYPES))
     lg = await conn.fetchrow(ROLLUP_LOGS, g.unit, lo, hi, g.label, list(LOG_METRIC_TYPES))
-    buckets = await conn.fetchval(BUCKETS, g.unit, lo, hi)
-    parts = (r, t, lg)
+    app = await conn.fetchrow(ROLLUP_APP, g.unit, lo, hi, g.label, list(APP_METRIC_TYPES),
+                              g.width.total_seconds(), list(APP_KINDS))
+    buckets = await conn.fetchval(BUCKETS, g.unit, lo, hi, list(APP_KINDS))
+    parts = (r, t, lg, app)
     return int(buckets), sum(int(p["rows"]) for p in parts), sum(int(p["changed"]) for p in parts)
 
 

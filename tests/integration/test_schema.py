@@ -243,6 +243,12 @@ async def test_print_grants_are_sufficient_and_minimal(conn: asyncpg.Connection,
                 "ON CONFLICT (trace_id, \"timestamp\") DO UPDATE SET status = EXCLUDED.status"
             )
             await ingest.execute("INSERT INTO hypertail.dead_letters (reason) VALUES ('x')")
+            for table, cols in (("metrics", "name, kind"), ("workflow_transitions", "workflow_id, state")):
+                await ingest.execute(  # COPY, or the upsert after a duplicate key
+                    f"INSERT INTO observability.{table} (id, \"timestamp\", {cols}) "
+                    "VALUES (gen_random_uuid(), now(), 'a', 'b') ON CONFLICT DO NOTHING")
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await ingest.execute(f"DELETE FROM observability.{table}")
             await _writer_commits_as(ingest)
             from agent.sink.prune import prune_checkpoints
             async with ingest.transaction():  # the agent forgets checkpoints of files long gone
