@@ -18,9 +18,10 @@ Why it is safe:
   empty: the parent's pending aggregates are the parent's to write, never written twice. Each
   process has its own ``resource`` (``service.instance.id``, pid, host), so a gauge set in two
   processes is two series.
-* **Exit.** :func:`flush` runs at ``emit.shutdown()`` and at interpreter exit (``atexit``), so the
-  last partial interval is written. A process killed with SIGKILL loses at most its current
-  interval, as with any in-process aggregation.
+* **Exit.** :func:`flush` runs at ``emit.shutdown()`` and at interpreter exit (``atexit``, and
+  ``multiprocessing``'s exit of a forked worker, which skips ``atexit``), so the last partial
+  interval is written. A process killed with SIGKILL (or ending in a bare ``os._exit``) loses at
+  most its current interval, as with any in-process aggregation.
 
 Each record carries ``start_time`` (the first value of the series in this interval) and is
 stamped with the time it is written (its end), so every value it aggregates lies between the two.
@@ -144,9 +145,12 @@ class Registry:
     def ensure_flusher(self) -> None:
         """Start the flusher if it is not running (first series, after a fork, after shutdown)."""
         with self.lock:
-            if self.flusher is None or not self.flusher.is_alive():
+            started = self.flusher is None or not self.flusher.is_alive()
+            if started:
                 self.flusher = Flusher(self, self.interval_s)
                 self.flusher.start()
+        if started:
+            _flush_at_multiprocessing_exit()
 
     def stop_flusher(self) -> None:
         with self.lock:
@@ -397,6 +401,20 @@ def shutdown_metrics() -> None:
 def _at_exit() -> None:
     with contextlib.suppress(Exception):
         flush()
+
+
+_exit_hooks = {"pid": 0}  # the process whose multiprocessing exit already flushes
+
+
+def _flush_at_multiprocessing_exit() -> None:
+    """A ``multiprocessing`` child started by fork ends with ``os._exit``, past ``atexit``; its
+    finalizers still run, so the flush is registered there too (once per process, and only in a
+    process that records metrics, after multiprocessing has reset the child's finalizers)."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _exit_hooks["pid"] == os.getpid():
+        return
+    _exit_hooks["pid"] = os.getpid()
+    util.Finalize(None, _at_exit, exitpriority=0)
 
 
 def _before_fork() -> None:  # the order flush() takes them in

@@ -220,6 +220,39 @@ def test_values_are_written_at_exit_once(tmp_path: Path, mode: str) -> None:
         assert value == 2 and child_pid != got["at.exit"][0][2]
 
 
+MP_APP = """
+import multiprocessing, sys
+from agent import emit
+
+def work(n, path, method):
+    if method == "spawn":  # a fresh interpreter: the worker sets up emit itself
+        emit.configure(path)
+    for _ in range(n):
+        emit.counter("mp.work")
+
+if __name__ == "__main__":
+    emit.configure(sys.argv[1])
+    emit.configure_metrics(interval_s=3600)
+    ctx = multiprocessing.get_context(sys.argv[2])
+    procs = [ctx.Process(target=work, args=(100 * (i + 1), sys.argv[1], sys.argv[2])) for i in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_multiprocessing_workers_write_their_values_when_they_end(tmp_path: Path, method: str) -> None:
+    """A forked multiprocessing worker ends with os._exit, past atexit: its values are written anyway."""
+    path, app = tmp_path / "app.log", tmp_path / "mp_app.py"
+    app.write_text(MP_APP)
+    subprocess.run([sys.executable, str(app), str(path), method], check=True, cwd=ROOT, timeout=60,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    got = sorted(r["value"] for r in metric_records(path))
+    assert got == [100, 200, 300]
+
+
 def test_configure_metrics_refuses_a_bad_interval() -> None:
     for bad in (0, -1, math.nan, "10"):
         with pytest.raises(ValueError, match="interval_s"):
