@@ -38,27 +38,18 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from agent import contract as c
-from agent.emit.context import ACTIVE, otel_context
+from agent.emit.context import ACTIVE, TraceContext, otel_context
 from agent.emit.histogram import ExpHistogram, bucket_index
 from agent.emit.output import STATS, dumps, text_of, write_record
 from agent.emit.records import iso
 
 DEFAULT_INTERVAL_S: Final = 10.0
 _INF: Final = math.inf
-Ids = tuple[str, str | None] | None
-
-
-def _exemplar() -> Ids:
-    """The trace and span ids current at the call, kept as the series' example (an OTel exemplar)."""
-    active = ACTIVE.get()
-    if active is not None:
-        return active.ctx.trace_id, active.ctx.span_id
-    ctx = otel_context()
-    return None if ctx is None else (ctx.trace_id, ctx.span_id)
 
 
 class _Series:
@@ -70,7 +61,7 @@ class _Series:
         self.name = name
         self.attributes = attributes
         self.start = time.time()
-        self.ids: Ids = None
+        self.ids: TraceContext | None = None
 
 
 class _Sum(_Series):
@@ -189,18 +180,8 @@ REGISTRY: Final = Registry()
 
 
 # --- recording ---------------------------------------------------------------------------------
-
-def _key(name: str, attributes: dict[str, Any]) -> Any:
-    """The series key: the name alone, or with its sorted attributes (values made hashable)."""
-    if not attributes:
-        return name
-    items = tuple(sorted(attributes.items()))
-    try:
-        hash(items)
-    except TypeError:  # a list or dict value: key on its JSON text
-        items = tuple((k, dumps(v)) for k, v in items)
-    return name, items
-
+# The three helpers are written out rather than shared, because every call counts on a hot path:
+# a type check, the key, the current context, one lock, one dict lookup, an addition.
 
 def _label(name: Any) -> str:
     if type(name) is str:
@@ -209,10 +190,35 @@ def _label(name: Any) -> str:
     return text_of(name)
 
 
-def _number(value: Any) -> bool:
-    """A finite int or float (bool is not a number here)."""
-    t = type(value)
-    return t is int or (t is float and value - value == 0)
+def _text_key(name: Any, attributes: dict[str, Any]) -> Any:
+    """The key when an attribute value is not hashable (a list, a dict): values as JSON text."""
+    return _label(name), tuple((k, dumps(v)) for k, v in sorted(attributes.items()))
+
+
+def _context() -> TraceContext | None:
+    """The trace context current at the call, kept as the series' example ids (an OTel exemplar)."""
+    active = ACTIVE.get()
+    return active.ctx if active is not None else otel_context()
+
+
+def _first(table: str, cls: type[_Series], key: Any, name: Any, attributes: dict[str, Any],
+           add: Callable[..., None], *args: Any) -> None:
+    """A series' first value in its interval, or a key that had to become text: create the series
+    (labels cleaned, outside the lock), then add under the lock, looking the current table up there
+    (the flusher may have swapped it; another thread may have created the series first)."""
+    try:
+        fresh = cls(_label(name), dict(attributes))
+        r = REGISTRY
+        with r.lock:
+            s = getattr(r, table).setdefault(key, fresh)
+            add(s, *args)
+            running = r.flusher is not None
+    except TypeError:  # an attribute value that cannot be a dict key
+        _first(table, cls, _text_key(name, attributes), name, attributes, add, *args)
+        return
+    if not running:
+        with contextlib.suppress(RuntimeError):  # no new threads at interpreter exit: atexit writes it
+            REGISTRY.ensure_flusher()
 
 
 def counter(name: str, value: float = 1, **attributes: Any) -> None:
@@ -222,30 +228,34 @@ def counter(name: str, value: float = 1, **attributes: Any) -> None:
     last interval is written once per interval as a ``metric`` record of kind ``counter``.
     """
     try:
-        if not (_number(value) and value >= 0):
+        t = type(value)
+        if not ((t is int and value >= 0) or (t is float and 0.0 <= value < _INF)):  # NaN fails too
             STATS.add(dropped=1)
             return
-        key = _key(name, attributes) if attributes or type(name) is not str else name
-        ids = _exemplar()
+        key = (name, tuple(sorted(attributes.items()))) if attributes else name
+        ctx = _context()
         r = REGISTRY
-        with r.lock:
-            s = r.sums.get(key)
-            if s is not None:
-                s.value += value
-                s.count += 1
-                if ids is not None:
-                    s.ids = ids
-                return
-        _first(r.sums, key, _Sum, name, attributes, lambda s: _add_sum(s, value, ids))
+        try:
+            with r.lock:
+                s = r.sums.get(key)
+                if s is not None:
+                    s.value += value
+                    s.count += 1
+                    if ctx is not None:
+                        s.ids = ctx
+                    return
+        except TypeError:
+            pass  # not hashable: _first keys it on text
+        _first("sums", _Sum, key, name, attributes, _add_sum, value, ctx)
     except Exception:
         STATS.add(dropped=1)
 
 
-def _add_sum(s: _Sum, value: float, ids: Ids) -> None:
+def _add_sum(s: _Sum, value: float, ctx: TraceContext | None) -> None:
     s.value += value
     s.count += 1
-    if ids is not None:
-        s.ids = ids
+    if ctx is not None:
+        s.ids = ctx
 
 
 def gauge(name: str, value: float, **attributes: Any) -> None:
@@ -255,31 +265,35 @@ def gauge(name: str, value: float, **attributes: Any) -> None:
     times it was set), as a ``metric`` record of kind ``gauge``.
     """
     try:
-        if not _number(value):
+        t = type(value)
+        if not (t is int or (t is float and -_INF < value < _INF)):
             STATS.add(dropped=1)
             return
-        key = _key(name, attributes) if attributes or type(name) is not str else name
-        ids = _exemplar()
+        key = (name, tuple(sorted(attributes.items()))) if attributes else name
+        ctx = _context()
         r = REGISTRY
-        with r.lock:
-            s = r.gauges.get(key)
-            if s is not None:
-                _set_gauge(s, value, ids)
-                return
-        _first(r.gauges, key, _Gauge, name, attributes, lambda s: _set_gauge(s, value, ids))
+        try:
+            with r.lock:
+                s = r.gauges.get(key)
+                if s is not None:
+                    _set_gauge(s, value, ctx)
+                    return
+        except TypeError:
+            pass
+        _first("gauges", _Gauge, key, name, attributes, _set_gauge, value, ctx)
     except Exception:
         STATS.add(dropped=1)
 
 
-def _set_gauge(s: _Gauge, value: float, ids: Ids) -> None:
+def _set_gauge(s: _Gauge, value: float, ctx: TraceContext | None) -> None:
     s.value = value
     s.count += 1
     if value < s.min:
         s.min = value
     if value > s.max:
         s.max = value
-    if ids is not None:
-        s.ids = ids
+    if ctx is not None:
+        s.ids = ctx
 
 
 def histogram(name: str, value: float, **attributes: Any) -> None:
@@ -290,41 +304,31 @@ def histogram(name: str, value: float, **attributes: Any) -> None:
     the interval's largest value is kept with it.
     """
     try:
-        if not _number(value):
+        t = type(value)
+        if not (t is int or (t is float and -_INF < value < _INF)):
             STATS.add(dropped=1)
             return
         index = bucket_index(value) if value else 0
-        key = _key(name, attributes) if attributes or type(name) is not str else name
-        ids = _exemplar()
+        key = (name, tuple(sorted(attributes.items()))) if attributes else name
+        ctx = _context()
         r = REGISTRY
-        with r.lock:
-            s = r.hists.get(key)
-            if s is not None:
-                _add_hist(s, value, index, ids)
-                return
-        _first(r.hists, key, _Hist, name, attributes, lambda s: _add_hist(s, value, index, ids))
+        try:
+            with r.lock:
+                s = r.hists.get(key)
+                if s is not None:
+                    _add_hist(s, value, index, ctx)
+                    return
+        except TypeError:
+            pass
+        _first("hists", _Hist, key, name, attributes, _add_hist, value, index, ctx)
     except Exception:
         STATS.add(dropped=1)
 
 
-def _add_hist(s: _Hist, value: float, index: int, ids: Ids) -> None:
+def _add_hist(s: _Hist, value: float, index: int, ctx: TraceContext | None) -> None:
     s.hist.add(value, index)
-    if ids is not None and value >= s.top:
-        s.top, s.ids = value, ids
-
-
-def _first(table: dict[Any, Any], key: Any, cls: type[_Series], name: Any, attributes: dict[str, Any],
-           add: Any) -> None:
-    """The slow path of a series' first value in an interval: create it (outside the lock: labels
-    are copied and cleaned), then add under the lock (another thread may have created it first)."""
-    fresh = cls(_label(name), dict(attributes))
-    with REGISTRY.lock:
-        s = table.setdefault(key, fresh)
-        add(s)
-        running = REGISTRY.flusher is not None
-    if not running:
-        with contextlib.suppress(RuntimeError):  # no new threads at interpreter exit: atexit writes it
-            REGISTRY.ensure_flusher()
+    if ctx is not None and value >= s.top:
+        s.top, s.ids = value, ctx
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -333,9 +337,9 @@ def _base(kind: str, s: _Series, resource: dict[str, Any]) -> dict[str, Any]:
     record: dict[str, Any] = {"name": s.name, "kind": kind, "attributes": s.attributes, "resource": resource,
                               "start_time": iso(datetime.fromtimestamp(s.start, UTC))}
     if s.ids is not None:
-        record["trace_id"] = s.ids[0]
-        if s.ids[1] is not None:
-            record["span_id"] = s.ids[1]
+        record["trace_id"] = s.ids.trace_id
+        if s.ids.span_id is not None:
+            record["span_id"] = s.ids.span_id
     return record
 
 
@@ -382,7 +386,7 @@ def configure_metrics(*, interval_s: float = DEFAULT_INTERVAL_S, **resource: Any
     ``**{"service.name": "rag-api"}`` (``OTEL_SERVICE_NAME`` is read by default). An interval that
     divides 60 keeps every row inside one minute of the rollup. Pending values are written first.
     """
-    if not (_number(interval_s) and interval_s > 0):
+    if not (type(interval_s) in (int, float) and 0 < interval_s < _INF):
         raise ValueError(f"interval_s must be a positive number of seconds, got {interval_s!r}")
     flush()
     REGISTRY.stop_flusher()
