@@ -26,7 +26,7 @@ Each series is a name with its attributes (emit.counter("cache.hits", route="/q"
 cache.hits{route=/q}), merged over every process and interval written within --since:
   counter     its increase over the window, and that per second
   gauge       its last value, and the lowest and highest set
-  histogram   how many values, p50/p95/p99 (within 1.1 % of the true values, docs/metrics.md), max
+  histogram   how many values, and p50/p95/p99 (within 1.1 % of the true values, docs/metrics.md)
 
 examples:
   hypertail metrics                              every series of the last 15 minutes

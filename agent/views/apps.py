@@ -62,9 +62,8 @@ def metric_value(s: MetricSeries) -> str:
         return f"{fmt_number(s.total)}{rate}"
     if s.kind == "gauge":
         return f"{fmt_number(s.last)} (min {fmt_number(s.low)}, max {fmt_number(s.high)})"
-    if s.kind == "histogram":
-        return (f"n={s.count} p50={fmt_number(s.p50)} p95={fmt_number(s.p95)} p99={fmt_number(s.p99)} "
-                f"max={fmt_number(s.high)}")
+    if s.kind == "histogram":  # min and max are in --json
+        return f"n={s.count} p50={fmt_number(s.p50)} p95={fmt_number(s.p95)} p99={fmt_number(s.p99)}"
     return f"{fmt_number(s.last)} ({s.rows} rows)"
 
 
