@@ -207,6 +207,52 @@ CREATE INDEX IF NOT EXISTS idx_logs_error    ON observability.logs ("timestamp" 
     WHERE level IN ('error', 'critical');
 
 -- ---------------------------------------------------------------------------------------------
+-- Histogram buckets of observability.metrics (see agent/contract.py, HISTOGRAM_SCALE): OTLP's
+-- exponential layout {"scale", "zero_count", "positive": {"offset", "bucket_counts"}, "negative"},
+-- or its explicit-bounds layout {"explicit_bounds": [...], "bucket_counts": [...]}.
+--
+-- One sign's {"offset", "bucket_counts"} (absent is fine): integers, and every bucket's bounds
+-- finite doubles (|index| + 1 below 1020 * 2^scale).
+CREATE OR REPLACE FUNCTION observability.histogram_side_valid(side jsonb, scale integer)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT CASE
+        WHEN side IS NULL THEN true
+        WHEN jsonb_typeof(side) <> 'object' OR jsonb_typeof(side -> 'bucket_counts') IS DISTINCT FROM 'array'
+             OR NOT coalesce((side ->> 'offset') ~ '^-?[0-9]{1,9}$', false) THEN false
+        WHEN jsonb_array_length(side -> 'bucket_counts') > 16384 THEN false
+        ELSE (side -> 'bucket_counts')::text ~ '^\[([0-9]{1,18}(, [0-9]{1,18})*)?\]$'
+             AND (abs((side ->> 'offset')::bigint) + jsonb_array_length(side -> 'bucket_counts') + 1)
+                 * power(2::float8, -scale) < 1020
+    END
+$fn$;
+
+-- Whether `b` is one of the two, well formed: integer scale -10..20, integer offsets, counts that
+-- are non-negative integers (at most 16384 per sign), and bounds a double holds. The table's CHECK
+-- uses it, so a malformed line is refused once, when it is written (the writer makes it a dead
+-- letter that names this check), and every reader can then cast without guards: a bad line can
+-- never make the rollup fail. Casts sit behind CASE, which PostgreSQL evaluates in order.
+CREATE OR REPLACE FUNCTION observability.histogram_buckets_valid(b jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT CASE
+        WHEN b IS NULL THEN true
+        WHEN jsonb_typeof(b) <> 'object' THEN false
+        WHEN b ? 'explicit_bounds' THEN
+            NOT b ?| ARRAY['scale', 'zero_count', 'positive', 'negative']
+            AND jsonb_typeof(b -> 'explicit_bounds') = 'array' AND jsonb_typeof(b -> 'bucket_counts') = 'array'
+            AND jsonb_array_length(b -> 'bucket_counts') = jsonb_array_length(b -> 'explicit_bounds') + 1
+            AND NOT jsonb_path_exists(b -> 'explicit_bounds', 'strict $[*] ? (@.type() != "number")')
+            AND (b -> 'bucket_counts')::text ~ '^\[([0-9]{1,18}(, [0-9]{1,18})*)?\]$'
+        WHEN NOT coalesce((b ->> 'scale') ~ '^-?[0-9]{1,2}$', false) THEN false
+        WHEN (b ->> 'scale')::integer NOT BETWEEN -10 AND 20 THEN false
+        ELSE (NOT b ? 'zero_count' OR coalesce((b ->> 'zero_count') ~ '^[0-9]{1,18}$', false))
+             AND observability.histogram_side_valid(b -> 'positive', (b ->> 'scale')::integer)
+             AND observability.histogram_side_valid(b -> 'negative', (b ->> 'scale')::integer)
+    END
+$fn$;
+
+-- ---------------------------------------------------------------------------------------------
 -- observability.metrics: application metrics, one row per series (name, kind, attributes) per
 -- interval of one process (agent.emit aggregates in the process and writes one line per series per
 -- interval; OTLP metric data points map onto the same columns). "timestamp" is when the interval
@@ -214,7 +260,9 @@ CREATE INDEX IF NOT EXISTS idx_logs_error    ON observability.logs ("timestamp" 
 CREATE TABLE IF NOT EXISTS observability.metrics (
     id          uuid NOT NULL,
     "timestamp" timestamptz NOT NULL,
-    CONSTRAINT metrics_pkey PRIMARY KEY (id, "timestamp")
+    buckets     jsonb,
+    CONSTRAINT metrics_pkey PRIMARY KEY (id, "timestamp"),
+    CONSTRAINT metrics_buckets_check CHECK (observability.histogram_buckets_valid(buckets))
 );
 ALTER TABLE observability.metrics
     ADD COLUMN IF NOT EXISTS start_time  timestamptz,
@@ -238,32 +286,22 @@ ALTER TABLE observability.metrics
 CREATE INDEX IF NOT EXISTS idx_metrics_name     ON observability.metrics (name, "timestamp" DESC);
 CREATE INDEX IF NOT EXISTS idx_metrics_trace_id ON observability.metrics (trace_id) WHERE trace_id IS NOT NULL;
 
--- The buckets of one row's exponential histogram (see agent/contract.py, HISTOGRAM_SCALE): one row
--- per non-empty bucket, sign 1 (positive values), -1 (negative) or 0 (the zero bucket). Buckets
--- that are not well formed yield no rows (never an error: a bad line must not stop the rollup).
--- Every cast is behind a CASE, which PostgreSQL evaluates in order; WHERE clauses it may reorder.
+-- The non-empty buckets of one row's exponential histogram: (scale, sign, idx, n), sign 1 for
+-- positive values, -1 for negative ones, 0 for the zero bucket. No rows for NULL or for explicit
+-- bounds. Casts without guards: the table's CHECK admits only well-formed buckets.
 CREATE OR REPLACE FUNCTION observability.histogram_buckets(b jsonb)
 RETURNS TABLE (scale integer, sign integer, idx bigint, n bigint)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
-    SELECT s.scale, e.sign, e.idx, e.n
-    FROM (SELECT CASE WHEN jsonb_typeof(b) = 'object' AND (b ->> 'scale') ~ '^-?[0-9]{1,2}$'
-                      THEN (b ->> 'scale')::integer END AS scale) AS s
-    CROSS JOIN LATERAL (
-        SELECT 0 AS sign, 0::bigint AS idx,
-               CASE WHEN (b ->> 'zero_count') ~ '^[0-9]{1,18}$' THEN (b ->> 'zero_count')::bigint END AS n
+    SELECT (b ->> 'scale')::integer, e.sign, e.idx, e.n
+    FROM (
+        SELECT 0 AS sign, 0::bigint AS idx, (b ->> 'zero_count')::bigint AS n
         UNION ALL
-        SELECT d.sign,
-               CASE WHEN (b -> d.side ->> 'offset') ~ '^-?[0-9]{1,9}$'
-                    THEN (b -> d.side ->> 'offset')::bigint + a.o - 1 END,
-               CASE WHEN jsonb_typeof(a.c) = 'number' AND a.c::text ~ '^[0-9]{1,18}$' THEN a.c::text::bigint END
+        SELECT d.sign, (b -> d.side ->> 'offset')::bigint + u.o - 1, u.n
         FROM (VALUES ('positive', 1), ('negative', -1)) AS d(side, sign)
-        CROSS JOIN LATERAL jsonb_array_elements(
-            CASE WHEN jsonb_typeof(b -> d.side -> 'bucket_counts') = 'array'
-                 THEN b -> d.side -> 'bucket_counts' ELSE '[]'::jsonb END) WITH ORDINALITY AS a(c, o)
+        CROSS JOIN LATERAL unnest(translate((b -> d.side -> 'bucket_counts')::text, '[]', '{}')::bigint[])
+            WITH ORDINALITY AS u(n, o)
     ) AS e
-    WHERE s.scale BETWEEN -10 AND 20 AND e.n > 0 AND e.idx IS NOT NULL
-      -- a bucket whose bounds do not fit a double (no finite value lands there) is not well formed
-      AND abs(e.idx + 1) * power(2::float8, -s.scale) < 1020
+    WHERE b ? 'scale' AND e.n > 0
 $fn$;
 
 -- The value that stands for bucket `idx` of `sign` at `scale`: 2 * base^(idx+1) / (base+1), off by
@@ -276,11 +314,21 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
                      / (power(2::float8, power(2::float8, -scale)) + 1) END
 $fn$;
 
+-- One sign's buckets in the dense layout {"offset", "bucket_counts"} from its non-empty (idx, n).
+CREATE OR REPLACE FUNCTION observability.histogram_dense(idxs bigint[], ns bigint[])
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT CASE WHEN idxs IS NULL OR cardinality(idxs) = 0 THEN '{"offset": 0, "bucket_counts": []}'::jsonb
+           ELSE (SELECT jsonb_build_object('offset', min(g.i), 'bucket_counts', jsonb_agg(coalesce(x.n, 0) ORDER BY g.i))
+                 FROM generate_series((SELECT min(i) FROM unnest(idxs) AS i), (SELECT max(i) FROM unnest(idxs) AS i)) AS g(i)
+                 LEFT JOIN unnest(idxs, ns) AS x(i, n) ON x.i = g.i) END
+$fn$;
+
 -- Quantiles (nearest rank: the value of rank ceil(q * n)) of the merged exponential histograms `hs`
 -- (the buckets of several rows: processes, intervals). Rows of different scales are merged at the
 -- smallest one (bucket i at scale s is bucket i >> (s - t) at scale t). NULL entries when the
--- buckets do not add up to `total` (the rows' summed count): then some row's buckets were not
--- exponential ones (OTLP explicit bounds) or not well formed, and a quantile of the rest would lie.
+-- buckets do not add up to `total` (the rows' summed count): then some row's buckets were explicit
+-- bounds (OTLP) or missing, and a quantile of the rest would lie.
 CREATE OR REPLACE FUNCTION observability.histogram_quantiles(hs jsonb[], total numeric, qs numeric[])
 RETURNS double precision[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
@@ -403,11 +451,14 @@ CREATE INDEX IF NOT EXISTS idx_metrics_type_bucket ON observability.metrics_aggr
 CREATE INDEX IF NOT EXISTS idx_metrics_dimensions  ON observability.metrics_aggregates USING gin (dimensions);
 
 -- Application metrics in the rollup (metric types app.counter, app.updown_counter, app.gauge,
--- app.histogram): `rate` is a counter's increase per second over the bucket, `last` a gauge's
--- last value in it. NULL for every other metric type.
+-- app.histogram, and app.rows: how many metric rows a bucket was computed from): `rate` is a
+-- counter's increase per second over the bucket, `last` a gauge's last value in it, `buckets` a
+-- histogram's merged exponential buckets (the layout of observability.metrics.buckets), from which
+-- the hour's percentiles are merged. NULL for every other metric type.
 ALTER TABLE observability.metrics_aggregates
     ADD COLUMN IF NOT EXISTS last       double precision,
-    ADD COLUMN IF NOT EXISTS rate       double precision;
+    ADD COLUMN IF NOT EXISTS rate       double precision,
+    ADD COLUMN IF NOT EXISTS buckets    jsonb;
 
 -- ---------------------------------------------------------------------------------------------
 -- observability.provider_sync_status: sync state per (provider, entity). hypertail reports one

@@ -59,7 +59,8 @@ fresh AS (
 """
 
 
-# Distinct buckets with data in either statement (a trace's bucket usually has spans too).
+# Distinct buckets with data in any statement (a trace's bucket usually has spans too); $4 the app
+# metric kinds, $5 the start of the app metrics' window (see agent.ops.rollup._rollup_width).
 BUCKETS = """
 SELECT count(*) FROM (
     SELECT date_trunc($1::text, "timestamp", 'UTC') FROM observability.spans
@@ -73,8 +74,8 @@ SELECT count(*) FROM (
     WHERE "timestamp" >= $2 AND "timestamp" < $3
     UNION
     SELECT date_trunc($1::text, coalesce(start_time, "timestamp"), 'UTC') FROM observability.metrics
-    WHERE "timestamp" >= $2 AND "timestamp" < $3::timestamptz + interval '1 day'
-      AND coalesce(start_time, "timestamp") >= $2 AND coalesce(start_time, "timestamp") < $3
+    WHERE "timestamp" >= $5 AND "timestamp" < $3::timestamptz + interval '1 day'
+      AND coalesce(start_time, "timestamp") >= $5 AND coalesce(start_time, "timestamp") < $3
       AND kind = ANY($4::text[]) AND (temporality IS NULL OR temporality = 'delta' OR kind = 'gauge')
 ) b
 """
@@ -144,94 +145,6 @@ SELECT (SELECT count(*) FROM fresh) AS rows,
        (SELECT count(DISTINCT bucket) FROM fresh) AS buckets,
        (SELECT count(*) FROM upserted) + (SELECT count(*) FROM emptied) AS changed
 """
-# Application metrics (observability.metrics), per series (name and attributes) and per name over
-# all attribute sets, across processes. A row belongs to the bucket its interval *starts* in:
-# agent.emit aligns intervals to multiples of their length, so with an interval that divides a
-# minute every row lies in one bucket (its "timestamp", the write time, can fall just after the
-# bucket's end). Rows are looked up by "timestamp" too (up to a day after the window), which lets
-# TimescaleDB skip chunks. Counters and up-down counters: count (increments), sum (the increase),
-# rate (sum per second of the bucket). Gauges: count (sets), min, max, avg of the rows' values and
-# last (the value of the row with the latest start). Histograms: count, sum, min, max, avg and
-# p50/p95/p99 of the merged buckets (nearest rank, within (base-1)/(base+1) of the true value,
-# clamped to [min, max]; NULL when some row's buckets are not exponential ones, see
-# observability.histogram_quantiles). Cumulative counters and histograms (OTLP) are not summed.
-# $1 unit, $2 window start, $3 window end, $4 granularity label, $5 metric types, $6 bucket seconds,
-# $7 the kinds (app metric types without their "app." prefix).
-FRESH_APP = """
-WITH src AS (
-    SELECT date_trunc($1::text, coalesce(m.start_time, m."timestamp"), 'UTC') AS bucket,
-           'app.' || m.kind AS metric_type, g.dims, m.kind, m.value, m.count, m.sum, m.min, m.max,
-           m.buckets, coalesce(m.start_time, m."timestamp") AS started, m."timestamp", m.id
-    FROM observability.metrics AS m
-    CROSS JOIN LATERAL (VALUES
-        (jsonb_build_object('granularity', $4::text, 'name', m.name,
-                            'attributes', coalesce(m.attributes, '{}'::jsonb))),
-        (jsonb_build_object('granularity', $4::text, 'name', m.name))
-    ) AS g(dims)
-    WHERE m."timestamp" >= $2 AND m."timestamp" < $3::timestamptz + interval '1 day'
-      AND coalesce(m.start_time, m."timestamp") >= $2 AND coalesce(m.start_time, m."timestamp") < $3
-      AND m.kind = ANY($7::text[]) AND (m.temporality IS NULL OR m.temporality = 'delta' OR m.kind = 'gauge')
-),
-grouped AS (
-    SELECT bucket, metric_type, dims, min(kind) AS kind,
-           coalesce(sum(count), count(*))::bigint AS n,
-           sum(CASE WHEN kind = 'histogram' THEN sum ELSE value END) AS total,
-           min(CASE WHEN kind = 'gauge' THEN coalesce(min, value) ELSE min END) AS lo,
-           max(CASE WHEN kind = 'gauge' THEN coalesce(max, value) ELSE max END) AS hi,
-           avg(value) FILTER (WHERE kind = 'gauge') AS gauge_avg,
-           (array_agg(value ORDER BY started DESC, "timestamp" DESC, id DESC))[1] AS latest,
-           observability.histogram_quantiles(array_agg(buckets) FILTER (WHERE kind = 'histogram'), sum(count),
-                                             ARRAY[0.5, 0.95, 0.99]) AS pct
-    FROM src
-    GROUP BY bucket, metric_type, dims
-),
-fresh AS (
-    SELECT bucket, metric_type, dims AS dimensions, n,
-           CASE WHEN kind = 'gauge' THEN NULL ELSE total END AS total,
-           CASE WHEN kind IN ('gauge', 'histogram') THEN lo END AS lo,
-           CASE WHEN kind IN ('gauge', 'histogram') THEN hi END AS hi,
-           CASE WHEN kind = 'gauge' THEN gauge_avg WHEN kind = 'histogram' AND n > 0 THEN total / n END AS mean,
-           CASE WHEN kind = 'histogram' AND pct[1] IS NOT NULL  -- (least/greatest would skip a NULL)
-                THEN ARRAY[greatest(lo, least(hi, pct[1])), greatest(lo, least(hi, pct[2])),
-                           greatest(lo, least(hi, pct[3]))] END AS pct,
-           CASE WHEN kind = 'gauge' THEN latest END AS last,
-           CASE WHEN kind IN ('counter', 'updown_counter') THEN total / $6::float8 END AS rate
-    FROM grouped
-),
-"""
-
-# The write half for application metrics: WRITE with `last` and `rate`.
-WRITE_APP = """
-upserted AS (
-    INSERT INTO observability.metrics_aggregates AS a
-        (bucket, metric_type, dimensions, count, sum, min, max, avg, p50, p95, p99, last, rate, updated_at)
-    SELECT bucket, metric_type, dimensions, n, total, lo, hi, mean, pct[1], pct[2], pct[3], last, rate, now()
-    FROM fresh
-    ON CONFLICT (bucket, metric_type, dimensions) DO UPDATE SET
-        count = EXCLUDED.count, sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max,
-        avg = EXCLUDED.avg, p50 = EXCLUDED.p50, p95 = EXCLUDED.p95, p99 = EXCLUDED.p99,
-        last = EXCLUDED.last, rate = EXCLUDED.rate, updated_at = EXCLUDED.updated_at
-    WHERE (a.count, a.sum, a.min, a.max, a.avg, a.p50, a.p95, a.p99, a.last, a.rate)
-          IS DISTINCT FROM (EXCLUDED.count, EXCLUDED.sum, EXCLUDED.min, EXCLUDED.max, EXCLUDED.avg,
-                            EXCLUDED.p50, EXCLUDED.p95, EXCLUDED.p99, EXCLUDED.last, EXCLUDED.rate)
-    RETURNING 1
-),
-emptied AS (
-    UPDATE observability.metrics_aggregates AS a
-    SET count = 0, sum = NULL, min = NULL, max = NULL, avg = NULL, p50 = NULL, p95 = NULL, p99 = NULL,
-        last = NULL, rate = NULL, updated_at = now()
-    WHERE a.bucket >= $2 AND a.bucket < $3 AND a.count <> 0
-      AND a.metric_type = ANY($5::text[])
-      AND a.dimensions ->> 'granularity' = $4::text
-      AND NOT EXISTS (SELECT 1 FROM fresh f
-                      WHERE f.bucket = a.bucket AND f.metric_type = a.metric_type AND f.dimensions = a.dimensions)
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM fresh) AS rows,
-       (SELECT count(DISTINCT bucket) FROM fresh) AS buckets,
-       (SELECT count(*) FROM upserted) + (SELECT count(*) FROM emptied) AS changed
-"""
 ROLLUP = FRESH_SPANS + WRITE
 ROLLUP_TRACES = FRESH_TRACES + WRITE
 ROLLUP_LOGS = FRESH_LOGS + WRITE
-ROLLUP_APP = FRESH_APP + WRITE_APP

@@ -25,7 +25,9 @@ import pytest
 from agent import contract as c
 from agent.emit.histogram import ExpHistogram, bucket_index
 from agent.model import Row
-from agent.ops.rollup import APP_METRIC_TYPES, run_rollup
+from agent.ops import rollup_app as rollup_app_module
+from agent.ops.rollup import run_rollup
+from agent.ops.rollup_app import METRIC_TYPES as APP_METRIC_TYPES
 from agent.parse import parse
 from agent.sink.appdata import read_metrics, read_workflows
 from agent.sink.writer import Writer
@@ -122,8 +124,8 @@ def assert_close(got: float | None, exact: float, where: object) -> None:
 
 
 async def aggregates(conn: asyncpg.Connection) -> dict[tuple[datetime, str, str], asyncpg.Record]:
-    rows = await conn.fetch("SELECT * FROM observability.metrics_aggregates WHERE metric_type = ANY($1::text[])",
-                            list(APP_METRIC_TYPES))
+    rows = await conn.fetch("SELECT * FROM observability.metrics_aggregates WHERE metric_type = ANY($1::text[]) "
+                            "AND metric_type <> 'app.rows'", list(APP_METRIC_TYPES))
     return {(r["bucket"], r["metric_type"], json.dumps(json.loads(r["dimensions"]), sort_keys=True)): r
             for r in rows}
 
@@ -157,20 +159,22 @@ async def test_a_replayed_batch_is_one_row_per_line(conn: asyncpg.Connection) ->
 
 # --- the rollup --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("granularity", ["1m", "1h"])
-async def test_rollup_gives_counter_rates_last_gauges_and_histogram_percentiles(
-        conn: asyncpg.Connection, intervals: list[Interval], granularity: str) -> None:
-    result = await run_rollup(conn, now=NOW + timedelta(hours=1))
-    assert result.ran
+def expected_groups(intervals: list[Interval], granularity: str) -> dict[tuple[datetime, str, str], list[Interval]]:
+    """The intervals of every (bucket, metric type, dimensions) the rollup must write."""
     width = timedelta(minutes=1) if granularity == "1m" else timedelta(hours=1)
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     groups: dict[tuple[datetime, str, str], list[Interval]] = defaultdict(list)
     for i in intervals:
         bucket = epoch + (i.start - epoch) // width * width  # by the interval's start, not its write time
-        if granularity == "1m" and i.start < NOW + timedelta(hours=1) - timedelta(hours=2):
-            continue  # older than the 1m lookback
         groups[bucket, f"app.{i.kind}", dims(granularity, i.name, i.attributes)].append(i)
         groups[bucket, f"app.{i.kind}", dims(granularity, i.name, None)].append(i)
+    return groups
+
+
+async def assert_rollup_equals(conn: asyncpg.Connection, intervals: list[Interval], granularity: str) -> None:
+    """Every app aggregate of ``granularity`` against what the intervals carried, in Python."""
+    width = 60.0 if granularity == "1m" else 3600.0
+    groups = expected_groups(intervals, granularity)
     got = {k: v for k, v in (await aggregates(conn)).items() if json.loads(k[2])["granularity"] == granularity}
     assert set(got) == set(groups)
     for k, members in groups.items():
@@ -178,7 +182,7 @@ async def test_rollup_gives_counter_rates_last_gauges_and_histogram_percentiles(
         assert row["count"] == len(values), k
         kind = k[1]
         if kind == "app.counter":
-            assert row["sum"] == sum(values) and row["rate"] == sum(values) / width.total_seconds(), k
+            assert row["sum"] == sum(values) and row["rate"] == sum(values) / width, k
             assert (row["last"], row["p95"], row["min"]) == (None, None, None)
         elif kind == "app.gauge":
             latest = max(members, key=lambda i: (i.start, i.end))
@@ -191,6 +195,44 @@ async def test_rollup_gives_counter_rates_last_gauges_and_histogram_percentiles(
             for q, name in zip(QS, ("p50", "p95", "p99"), strict=True):
                 assert_close(row[name], nearest_rank(values, q), (k, name))
                 assert min(values) <= row[name] <= max(values)
+
+
+@pytest.mark.parametrize("granularity", ["1m", "1h"])
+async def test_rollup_gives_counter_rates_last_gauges_and_histogram_percentiles(
+        conn: asyncpg.Connection, intervals: list[Interval], granularity: str) -> None:
+    result = await run_rollup(conn, now=NOW + timedelta(hours=1))
+    assert result.ran
+    await assert_rollup_equals(conn, intervals, granularity)
+
+
+async def test_a_backlog_is_worked_off_over_several_runs_and_ends_exact(
+        conn: asyncpg.Connection, intervals: list[Interval], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a small budget per run, each run recomputes the newest changed minutes only, an hour
+    waits until all its minutes are done, and the last run leaves what one big run would."""
+    monkeypatch.setattr(rollup_app_module, "ROWS_PER_RUN", 100)  # about two minutes of the fixture's rows
+    at = NOW + timedelta(hours=1)
+    done = []
+    for _ in range(12):
+        done.append(await rollup_app_module.rollup_app(conn, at, timedelta(hours=2)))
+        if done[-1].pending == 0 and done[-1].minutes == 0:
+            break
+    assert done[0].pending > 0 and done[0].hours == 0  # the hours wait for their minutes
+    assert [d.pending for d in done[:-1]] == sorted((d.pending for d in done[:-1]), reverse=True)
+    assert sum(d.hours for d in done) == 2  # 11:00 and 12:00, each once
+    for granularity in ("1m", "1h"):
+        await assert_rollup_equals(conn, intervals, granularity)
+
+
+async def test_app_metrics_hours_are_recomputed_over_the_1m_lookback_only(conn: asyncpg.Connection) -> None:
+    """Histograms carry a bucket set per row: the periodic run recomputes their hours only where the
+    1-minute lookback reaches (2 hours by default); a longer lookback_1m backfills the rest."""
+    old = datetime(2026, 11, 1, 9, 10, tzinfo=UTC)  # inside the 2-day hour lookback, outside 2 hours
+    await commit_lines(conn, lines_of([Interval("late", "counter", {}, old, old + timedelta(seconds=10), [4])]))
+    await run_rollup(conn, now=NOW)
+    assert not [k for k in await aggregates(conn) if '"late"' in k[2]]
+    await run_rollup(conn, now=NOW, lookback_1m=timedelta(hours=4))
+    hour = (datetime(2026, 11, 1, 9, tzinfo=UTC), "app.counter", dims("1h", "late", None))
+    assert (await aggregates(conn))[hour]["sum"] == 4
 
 
 async def test_rollup_twice_changes_nothing_and_a_late_row_updates_its_bucket(
@@ -208,23 +250,28 @@ async def test_rollup_twice_changes_nothing_and_a_late_row_updates_its_bucket(
     assert (await aggregates(conn))[k]["sum"] == before + 1000
 
 
-async def test_a_malformed_histogram_costs_its_group_the_percentiles_and_nothing_else(
-        conn: asyncpg.Connection, intervals: list[Interval]) -> None:
+@pytest.mark.parametrize("buckets", [
+    {"scale": "five", "positive": {"offset": "x", "bucket_counts": [1.5, "2"]}},
+    {"scale": 5, "positive": {"offset": 3, "bucket_counts": [1, -2]}},
+    {"scale": 5, "positive": {"offset": 99_999_999, "bucket_counts": [1]}},  # beyond any double
+    {"scale": 40}, [1, 2], {"explicit_bounds": [1, "x"], "bucket_counts": [0, 1, 0]},
+], ids=["types", "negative-count", "offset", "scale", "array", "bounds"])
+async def test_malformed_buckets_are_a_dead_letter_and_the_rollup_goes_on(
+        conn: asyncpg.Connection, intervals: list[Interval], buckets: Any) -> None:
     start = datetime(2026, 11, 1, 12, 29, 5, tzinfo=UTC)
-    bad = Interval("latency_ms", "histogram", {"route": "/a"}, start, start + timedelta(seconds=5), [5.0], 7)
-    record = bad.record()
-    record["buckets"] = {"scale": "five", "positive": {"offset": "x", "bucket_counts": [1.5, "2"]}}
+    bad = {**Interval("latency_ms", "histogram", {"route": "/a"}, start, start + timedelta(seconds=5), [5.0]).record(),
+           "buckets": buckets}
     explicit = {**Interval("other_ms", "histogram", {}, start, start + timedelta(seconds=5), [5.0]).record(),
                 "buckets": {"explicit_bounds": [1, 10], "bucket_counts": [0, 1, 0]}}  # OTLP explicit bounds
-    await commit_lines(conn, [orjson.dumps(record), orjson.dumps(explicit)])
+    await commit_lines(conn, [orjson.dumps(explicit), orjson.dumps(bad)])
+    (reason,) = [r["reason"] for r in await conn.fetch("SELECT reason FROM hypertail.dead_letters")]
+    assert "metrics_buckets_check" in reason, reason
     assert (await run_rollup(conn, now=NOW + timedelta(hours=1))).ran
     got = await aggregates(conn)
-    spoiled = got[datetime(2026, 11, 1, 12, 29, tzinfo=UTC), "app.histogram", dims("1m", "latency_ms", None)]
-    assert spoiled["p95"] is None and spoiled["count"] == 3 * 6 * 40 + 1  # counted, but no percentile lies
     other = got[datetime(2026, 11, 1, 12, 29, tzinfo=UTC), "app.histogram", dims("1m", "other_ms", None)]
-    assert (other["count"], other["sum"], other["p50"]) == (1, 5.0, None)
-    fine = got[datetime(2026, 11, 1, 12, 28, tzinfo=UTC), "app.histogram", dims("1m", "latency_ms", None)]
-    assert fine["p95"] is not None
+    assert (other["count"], other["sum"], other["p50"]) == (1, 5.0, None)  # no percentile from explicit bounds
+    fine = got[datetime(2026, 11, 1, 12, 29, tzinfo=UTC), "app.histogram", dims("1m", "latency_ms", None)]
+    assert fine["p95"] is not None and fine["count"] == 3 * 6 * 40
 
 
 async def test_cumulative_counters_are_not_summed(conn: asyncpg.Connection) -> None:

@@ -48,7 +48,7 @@ SPEC = {
         dimensions jsonb! | count bigint! | sum double precision | min double precision |
         max double precision | avg double precision | p50 double precision | p95 double precision |
         p99 double precision | updated_at timestamp with time zone! | last double precision |
-        rate double precision""",
+        rate double precision | buckets jsonb""",
     "observability.metrics": """
         id uuid! | timestamp timestamp with time zone! | start_time timestamp with time zone |
         name character varying(255)! | kind character varying(20)! | temporality character varying(20) |

@@ -83,8 +83,10 @@ async def test_upgrades_a_first_release_schema_with_compressed_chunks(fresh: asy
     mode = await apply_schema(fresh, SchemaSettings())
     assert mode.timescaledb
     after = await catalog.snapshot(fresh)
-    added = {name: after["columns"]["observability.metrics_aggregates"].pop(name) for name in ("last", "rate")}
-    assert added == {"last": ("double precision", False), "rate": ("double precision", False)}  # issue 26
+    new = ("last", "rate", "buckets")
+    added = {name: after["columns"]["observability.metrics_aggregates"].pop(name) for name in new}
+    assert added == {"last": ("double precision", False), "rate": ("double precision", False),
+                     "buckets": ("jsonb", False)}  # issue 26
     for table in ("observability.spans", "observability.metrics_aggregates"):
         assert after["columns"][table] == expected["columns"][table]
     assert await fresh.fetchval("SELECT count(*) FROM observability.spans WHERE metadata = '{}'::jsonb") == 50
