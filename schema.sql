@@ -228,10 +228,10 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
 $fn$;
 
 -- Whether `b` is one of the two, well formed: integer scale -10..20, integer offsets, counts that
--- are non-negative integers (at most 16384 per sign), and bounds a double holds. The table's CHECK
--- uses it, so a malformed line is refused once, when it is written (the writer makes it a dead
--- letter that names this check), and every reader can then cast without guards: a bad line can
--- never make the rollup fail. Casts sit behind CASE, which PostgreSQL evaluates in order.
+-- are non-negative integers (at most 16384 per sign), and bounds a double holds. The parser stores
+-- any JSON in `buckets` (a line is never refused for it), so every reader checks each row once with
+-- this before casting: a malformed row gives no buckets (and so no percentile for its group), never
+-- an error that would stop the rollup. Casts sit behind CASE, which PostgreSQL evaluates in order.
 CREATE OR REPLACE FUNCTION observability.histogram_buckets_valid(b jsonb)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
@@ -260,9 +260,7 @@ $fn$;
 CREATE TABLE IF NOT EXISTS observability.metrics (
     id          uuid NOT NULL,
     "timestamp" timestamptz NOT NULL,
-    buckets     jsonb,
-    CONSTRAINT metrics_pkey PRIMARY KEY (id, "timestamp"),
-    CONSTRAINT metrics_buckets_check CHECK (observability.histogram_buckets_valid(buckets))
+    CONSTRAINT metrics_pkey PRIMARY KEY (id, "timestamp")
 );
 ALTER TABLE observability.metrics
     ADD COLUMN IF NOT EXISTS start_time  timestamptz,
@@ -287,21 +285,27 @@ CREATE INDEX IF NOT EXISTS idx_metrics_name     ON observability.metrics (name, 
 CREATE INDEX IF NOT EXISTS idx_metrics_trace_id ON observability.metrics (trace_id) WHERE trace_id IS NOT NULL;
 
 -- The non-empty buckets of one row's exponential histogram: (scale, sign, idx, n), sign 1 for
--- positive values, -1 for negative ones, 0 for the zero bucket. No rows for NULL or for explicit
--- bounds. Casts without guards: the table's CHECK admits only well-formed buckets.
+-- positive values, -1 for negative ones, 0 for the zero bucket. No rows for NULL, explicit bounds or
+-- buckets that are not well formed. The row is checked once (OFFSET 0 keeps the planner from
+-- copying the check into every use), and every cast is guarded by its result.
 CREATE OR REPLACE FUNCTION observability.histogram_buckets(b jsonb)
 RETURNS TABLE (scale integer, sign integer, idx bigint, n bigint)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
-    SELECT (b ->> 'scale')::integer, e.sign, e.idx, e.n
-    FROM (
-        SELECT 0 AS sign, 0::bigint AS idx, (b ->> 'zero_count')::bigint AS n
+    SELECT v.scale, e.sign, e.idx, e.n
+    FROM (SELECT CASE WHEN b ? 'scale' AND observability.histogram_buckets_valid(b)
+                      THEN (b ->> 'scale')::integer END AS scale
+          OFFSET 0) AS v
+    CROSS JOIN LATERAL (
+        SELECT 0 AS sign, 0::bigint AS idx,
+               CASE WHEN v.scale IS NOT NULL THEN (b ->> 'zero_count')::bigint END AS n
         UNION ALL
         SELECT d.sign, (b -> d.side ->> 'offset')::bigint + u.o - 1, u.n
         FROM (VALUES ('positive', 1), ('negative', -1)) AS d(side, sign)
-        CROSS JOIN LATERAL unnest(translate((b -> d.side -> 'bucket_counts')::text, '[]', '{}')::bigint[])
-            WITH ORDINALITY AS u(n, o)
+        CROSS JOIN LATERAL unnest(CASE WHEN v.scale IS NOT NULL
+                                       THEN translate((b -> d.side -> 'bucket_counts')::text, '[]', '{}')::bigint[]
+                                  END) WITH ORDINALITY AS u(n, o)
     ) AS e
-    WHERE b ? 'scale' AND e.n > 0
+    WHERE v.scale IS NOT NULL AND e.n > 0
 $fn$;
 
 -- The value that stands for bucket `idx` of `sign` at `scale`: 2 * base^(idx+1) / (base+1), off by

@@ -68,7 +68,7 @@ keyed AS (
 ),
 """
 
-# Minutes: each histogram row's buckets, unnested once (the table's CHECK guarantees they cast),
+# Minutes: each histogram row's buckets, checked and unnested once (observability.histogram_buckets),
 # summed per series, and per name from those.
 _HIST_FROM_ROWS = """
 per_series AS (
