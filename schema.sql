@@ -1,5 +1,6 @@
--- hypertail schema, version 3 (2 added observability.logs; 3 added hypertail.checkpoints.data_time,
--- the backfill functions and compression by chunk creation time).
+-- hypertail schema, version 4 (2 added observability.logs; 3 added hypertail.checkpoints.data_time,
+-- the backfill functions and compression by chunk creation time; 4 observability.metrics and
+-- observability.workflow_transitions, with the view observability.workflows).
 --
 -- Idempotent: every statement is guarded, so applying this file again changes nothing, and
 -- applying it over an older version adds what is missing (tables are created with their keys,
@@ -208,6 +209,216 @@ CREATE INDEX IF NOT EXISTS idx_logs_error    ON observability.logs ("timestamp" 
     WHERE level IN ('error', 'critical');
 
 -- ---------------------------------------------------------------------------------------------
+-- Histogram buckets of observability.metrics (see agent/contract.py, HISTOGRAM_SCALE): OTLP's
+-- exponential layout {"scale", "zero_count", "positive": {"offset", "bucket_counts"}, "negative"},
+-- or its explicit-bounds layout {"explicit_bounds": [...], "bucket_counts": [...]}.
+--
+-- One sign's {"offset", "bucket_counts"} (absent is fine): integers, and every bucket's bounds
+-- finite doubles (|index| + 1 below 1020 * 2^scale).
+CREATE OR REPLACE FUNCTION observability.histogram_side_valid(side jsonb, scale integer)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT CASE
+        WHEN side IS NULL THEN true
+        WHEN jsonb_typeof(side) <> 'object' OR jsonb_typeof(side -> 'bucket_counts') IS DISTINCT FROM 'array'
+             OR NOT coalesce((side ->> 'offset') ~ '^-?[0-9]{1,9}$', false) THEN false
+        WHEN jsonb_array_length(side -> 'bucket_counts') > 16384 THEN false
+        ELSE (side -> 'bucket_counts')::text ~ '^\[([0-9]{1,18}(, [0-9]{1,18})*)?\]$'
+             AND (abs((side ->> 'offset')::bigint) + jsonb_array_length(side -> 'bucket_counts') + 1)
+                 * power(2::float8, -scale) < 1020
+    END
+$fn$;
+
+-- Whether `b` is one of the two, well formed: integer scale -10..20, integer offsets, counts that
+-- are non-negative integers (at most 16384 per sign), and bounds a double holds. The parser stores
+-- any JSON in `buckets` (a line is never refused for it), so every reader checks each row once with
+-- this before casting: a malformed row gives no buckets (and so no percentile for its group), never
+-- an error that would stop the rollup. Casts sit behind CASE, which PostgreSQL evaluates in order.
+CREATE OR REPLACE FUNCTION observability.histogram_buckets_valid(b jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT CASE
+        WHEN b IS NULL THEN true
+        WHEN jsonb_typeof(b) <> 'object' THEN false
+        WHEN b ? 'explicit_bounds' THEN
+            NOT b ?| ARRAY['scale', 'zero_count', 'positive', 'negative']
+            AND jsonb_typeof(b -> 'explicit_bounds') = 'array' AND jsonb_typeof(b -> 'bucket_counts') = 'array'
+            AND jsonb_array_length(b -> 'bucket_counts') = jsonb_array_length(b -> 'explicit_bounds') + 1
+            AND NOT jsonb_path_exists(b -> 'explicit_bounds', 'strict $[*] ? (@.type() != "number")')
+            AND (b -> 'bucket_counts')::text ~ '^\[([0-9]{1,18}(, [0-9]{1,18})*)?\]$'
+        WHEN NOT coalesce((b ->> 'scale') ~ '^-?[0-9]{1,2}$', false) THEN false
+        WHEN (b ->> 'scale')::integer NOT BETWEEN -10 AND 20 THEN false
+        ELSE (NOT b ? 'zero_count' OR coalesce((b ->> 'zero_count') ~ '^[0-9]{1,18}$', false))
+             AND observability.histogram_side_valid(b -> 'positive', (b ->> 'scale')::integer)
+             AND observability.histogram_side_valid(b -> 'negative', (b ->> 'scale')::integer)
+    END
+$fn$;
+
+-- ---------------------------------------------------------------------------------------------
+-- observability.metrics: application metrics, one row per series (name, kind, attributes) per
+-- interval of one process (agent.emit aggregates in the process and writes one line per series per
+-- interval; OTLP metric data points map onto the same columns). "timestamp" is when the interval
+-- was written (its end), start_time its start. See docs/metrics.md.
+CREATE TABLE IF NOT EXISTS observability.metrics (
+    id          uuid NOT NULL,
+    "timestamp" timestamptz NOT NULL,
+    CONSTRAINT metrics_pkey PRIMARY KEY (id, "timestamp")
+);
+ALTER TABLE observability.metrics
+    ADD COLUMN IF NOT EXISTS start_time  timestamptz,
+    ADD COLUMN IF NOT EXISTS name        varchar(255) NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS kind        varchar(20) NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS temporality varchar(20),
+    ADD COLUMN IF NOT EXISTS unit        varchar(63),
+    ADD COLUMN IF NOT EXISTS attributes  jsonb,
+    ADD COLUMN IF NOT EXISTS resource    jsonb,
+    ADD COLUMN IF NOT EXISTS value       double precision,
+    ADD COLUMN IF NOT EXISTS count       bigint,
+    ADD COLUMN IF NOT EXISTS sum         double precision,
+    ADD COLUMN IF NOT EXISTS min         double precision,
+    ADD COLUMN IF NOT EXISTS max         double precision,
+    ADD COLUMN IF NOT EXISTS buckets     jsonb,
+    ADD COLUMN IF NOT EXISTS trace_id    varchar(32),
+    ADD COLUMN IF NOT EXISTS span_id     varchar(16),
+    ADD COLUMN IF NOT EXISTS metadata    jsonb NOT NULL DEFAULT '{}'::jsonb;
+
+-- Series are read by name over a time range (`hypertail metrics`, the rollup, dashboards).
+CREATE INDEX IF NOT EXISTS idx_metrics_name     ON observability.metrics (name, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_metrics_trace_id ON observability.metrics (trace_id) WHERE trace_id IS NOT NULL;
+
+-- The non-empty buckets of one row's exponential histogram: (scale, sign, idx, n), sign 1 for
+-- positive values, -1 for negative ones, 0 for the zero bucket. No rows for NULL, explicit bounds or
+-- buckets that are not well formed. The row is checked once (OFFSET 0 keeps the planner from
+-- copying the check into every use), and every cast is guarded by its result.
+CREATE OR REPLACE FUNCTION observability.histogram_buckets(b jsonb)
+RETURNS TABLE (scale integer, sign integer, idx bigint, n bigint)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT v.scale, e.sign, e.idx, e.n
+    FROM (SELECT CASE WHEN b ? 'scale' AND observability.histogram_buckets_valid(b)
+                      THEN (b ->> 'scale')::integer END AS scale
+          OFFSET 0) AS v
+    CROSS JOIN LATERAL (
+        SELECT 0 AS sign, 0::bigint AS idx,
+               CASE WHEN v.scale IS NOT NULL THEN (b ->> 'zero_count')::bigint END AS n
+        UNION ALL
+        SELECT d.sign, (b -> d.side ->> 'offset')::bigint + u.o - 1, u.n
+        FROM (VALUES ('positive', 1), ('negative', -1)) AS d(side, sign)
+        CROSS JOIN LATERAL unnest(CASE WHEN v.scale IS NOT NULL
+                                       THEN translate((b -> d.side -> 'bucket_counts')::text, '[]', '{}')::bigint[]
+                                  END) WITH ORDINALITY AS u(n, o)
+    ) AS e
+    WHERE v.scale IS NOT NULL AND e.n > 0
+$fn$;
+
+-- The value that stands for bucket `idx` of `sign` at `scale`: 2 * base^(idx+1) / (base+1), off by
+-- at most (base-1)/(base+1) of any value in the bucket; the zero bucket is 0.
+CREATE OR REPLACE FUNCTION observability.histogram_bucket_value(scale integer, sign integer, idx bigint)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT CASE WHEN sign = 0 THEN 0::float8
+                ELSE sign * 2 * power(2::float8, (idx + 1) * power(2::float8, -scale))
+                     / (power(2::float8, power(2::float8, -scale)) + 1) END
+$fn$;
+
+-- One sign's buckets in the dense layout {"offset", "bucket_counts"} from its non-empty (idx, n).
+CREATE OR REPLACE FUNCTION observability.histogram_dense(idxs bigint[], ns bigint[])
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT CASE WHEN idxs IS NULL OR cardinality(idxs) = 0 THEN '{"offset": 0, "bucket_counts": []}'::jsonb
+           ELSE (SELECT jsonb_build_object('offset', min(g.i), 'bucket_counts', jsonb_agg(coalesce(x.n, 0) ORDER BY g.i))
+                 FROM generate_series((SELECT min(i) FROM unnest(idxs) AS i), (SELECT max(i) FROM unnest(idxs) AS i)) AS g(i)
+                 LEFT JOIN unnest(idxs, ns) AS x(i, n) ON x.i = g.i) END
+$fn$;
+
+-- Quantiles (nearest rank: the value of rank ceil(q * n)) of the merged exponential histograms `hs`
+-- (the buckets of several rows: processes, intervals). Rows of different scales are merged at the
+-- smallest one (bucket i at scale s is bucket i >> (s - t) at scale t). NULL entries when the
+-- buckets do not add up to `total` (the rows' summed count): then some row's buckets were explicit
+-- bounds (OTLP) or missing, and a quantile of the rest would lie.
+CREATE OR REPLACE FUNCTION observability.histogram_quantiles(hs jsonb[], total numeric, qs numeric[])
+RETURNS double precision[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    WITH b AS (
+        SELECT hb.* FROM unnest(hs) AS h(b) CROSS JOIN LATERAL observability.histogram_buckets(h.b) AS hb
+    ),
+    t AS (SELECT min(scale) AS scale FROM b),
+    merged AS (
+        SELECT b.sign, b.idx >> (b.scale - t.scale) AS idx, t.scale, sum(b.n) AS n
+        FROM b CROSS JOIN t GROUP BY 1, 2, 3
+    ),
+    ranked AS (
+        SELECT observability.histogram_bucket_value(scale, sign, idx) AS v,
+               sum(n) OVER (ORDER BY sign, sign * idx ROWS UNBOUNDED PRECEDING) AS running,
+               sum(n) OVER () AS n
+        FROM merged
+    )
+    SELECT array_agg(CASE WHEN (SELECT max(n) FROM ranked) = total THEN
+                         (SELECT r.v FROM ranked r WHERE r.running >= greatest(1, ceil(u.q * r.n))
+                          ORDER BY r.running LIMIT 1) END
+                     ORDER BY u.o)
+    FROM unnest(qs) WITH ORDINALITY AS u(q, o)
+$fn$;
+
+-- ---------------------------------------------------------------------------------------------
+-- observability.workflow_transitions: every transition of an application's workflows (a document
+-- through parse/embed/index, an order through paid/shipped), one row per emit.workflow() call.
+-- The current state is the latest transition by ("timestamp", seq, id): see the view below.
+CREATE TABLE IF NOT EXISTS observability.workflow_transitions (
+    id          uuid NOT NULL,
+    "timestamp" timestamptz NOT NULL,
+    CONSTRAINT workflow_transitions_pkey PRIMARY KEY (id, "timestamp")
+);
+ALTER TABLE observability.workflow_transitions
+    ADD COLUMN IF NOT EXISTS workflow_id   varchar(255) NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS workflow_type varchar(100),
+    ADD COLUMN IF NOT EXISTS state         varchar(100) NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS from_state    varchar(100),
+    ADD COLUMN IF NOT EXISTS seq           bigint,
+    ADD COLUMN IF NOT EXISTS trace_id      varchar(32),
+    ADD COLUMN IF NOT EXISTS span_id       varchar(16),
+    ADD COLUMN IF NOT EXISTS metadata      jsonb NOT NULL DEFAULT '{}'::jsonb;
+
+CREATE INDEX IF NOT EXISTS idx_workflow_transitions_workflow
+    ON observability.workflow_transitions (workflow_id, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_workflow_transitions_state
+    ON observability.workflow_transitions (state, "timestamp" DESC);
+CREATE INDEX IF NOT EXISTS idx_workflow_transitions_trace_id
+    ON observability.workflow_transitions (trace_id) WHERE trace_id IS NOT NULL;
+
+-- Each workflow's current state, since when, and its history, whatever order the transitions
+-- arrived in. Order of a workflow's transitions: "timestamp" (when the app recorded it), then seq
+-- (a counter of the recording process, for two transitions in one microsecond), then id. The
+-- current state is the last one's. `consistent` is false when some transition's from_state (the
+-- state the app knew before it) differs from the state before it in that order: a sign of clocks
+-- that disagree between hosts, or of two processes moving one workflow at once.
+CREATE OR REPLACE VIEW observability.workflows AS
+WITH ordered AS (
+    SELECT t.*,
+           row_number() OVER w AS step,
+           lag(t.state) OVER w AS previous_state,
+           lead(t."timestamp") OVER w AS left_at
+    FROM observability.workflow_transitions t
+    WINDOW w AS (PARTITION BY t.workflow_id ORDER BY t."timestamp", t.seq NULLS FIRST, t.id)
+)
+SELECT o.workflow_id,
+       (array_agg(o.workflow_type ORDER BY o.step DESC) FILTER (WHERE o.workflow_type IS NOT NULL))[1]
+           AS workflow_type,
+       (array_agg(o.state ORDER BY o.step DESC))[1] AS state,
+       max(o."timestamp") AS since,
+       now() - max(o."timestamp") AS time_in_state,
+       min(o."timestamp") AS started_at,
+       count(*) AS transitions,
+       bool_and(o.from_state IS NULL OR o.previous_state IS NULL OR o.from_state = o.previous_state)
+           AS consistent,
+       (array_agg(o.trace_id ORDER BY o.step DESC))[1] AS trace_id,
+       jsonb_agg(jsonb_build_object('state', o.state, 'from_state', o.from_state, 'at', o."timestamp",
+                                    'seconds', extract(epoch FROM o.left_at - o."timestamp"),
+                                    'trace_id', o.trace_id)
+                 ORDER BY o.step) AS history
+FROM ordered o
+GROUP BY o.workflow_id;
+
+-- ---------------------------------------------------------------------------------------------
 -- observability.metrics_aggregates: pre-computed rollups (count, sum, min, max, avg, percentiles).
 -- `dimensions` holds the bucket width ("granularity") and the dimension values of the group.
 CREATE TABLE IF NOT EXISTS observability.metrics_aggregates (
@@ -245,6 +456,16 @@ $$;
 CREATE INDEX IF NOT EXISTS idx_metrics_type_bucket ON observability.metrics_aggregates (metric_type, bucket DESC);
 CREATE INDEX IF NOT EXISTS idx_metrics_dimensions  ON observability.metrics_aggregates USING gin (dimensions);
 
+-- Application metrics in the rollup (metric types app.counter, app.updown_counter, app.gauge,
+-- app.histogram, and app.rows: how many metric rows a bucket was computed from): `rate` is a
+-- counter's increase per second over the bucket, `last` a gauge's last value in it, `buckets` a
+-- histogram's merged exponential buckets (the layout of observability.metrics.buckets), from which
+-- the hour's percentiles are merged. NULL for every other metric type.
+ALTER TABLE observability.metrics_aggregates
+    ADD COLUMN IF NOT EXISTS last       double precision,
+    ADD COLUMN IF NOT EXISTS rate       double precision,
+    ADD COLUMN IF NOT EXISTS buckets    jsonb;
+
 -- ---------------------------------------------------------------------------------------------
 -- observability.provider_sync_status: sync state per (provider, entity). hypertail reports one
 -- row per (agent, source file) here. A regular table, not a hypertable.
@@ -276,9 +497,9 @@ ALTER TABLE hypertail.schema_version
     ADD COLUMN IF NOT EXISTS applied_at timestamptz NOT NULL DEFAULT now(),
     -- What was applied (this file's text and the mode), so an agent's start skips an unchanged schema.
     ADD COLUMN IF NOT EXISTS checksum   text;
--- Version 2 added observability.logs, version 3 the backfill functions and checkpoints.data_time:
--- an agent that may not apply the schema waits for them.
-INSERT INTO hypertail.schema_version (version) VALUES (2), (3) ON CONFLICT (version) DO NOTHING;
+-- Version 2 added observability.logs, 3 the backfill functions and checkpoints.data_time, 4 the
+-- metrics and workflow tables: an agent that may not apply the schema waits for them.
+INSERT INTO hypertail.schema_version (version) VALUES (2), (3), (4) ON CONFLICT (version) DO NOTHING;
 
 -- One row per tailed file identity; `committed_offset` moves in the same transaction as the rows.
 CREATE TABLE IF NOT EXISTS hypertail.checkpoints (
@@ -403,6 +624,10 @@ DECLARE
         coalesce(nullif(current_setting('hypertail.chat_retention_days', true), ''), '365')::int);
     retain_logs interval := make_interval(days =>
         coalesce(nullif(current_setting('hypertail.logs_retention_days', true), ''), '14')::int);
+    retain_metrics interval := make_interval(days =>
+        coalesce(nullif(current_setting('hypertail.metrics_retention_days', true), ''), '90')::int);
+    retain_workflows interval := make_interval(days =>
+        coalesce(nullif(current_setting('hypertail.workflows_retention_days', true), ''), '365')::int);
     t record;
     chunk_interval interval;
     created_before interval;
@@ -419,7 +644,13 @@ BEGIN
                 ('observability.chat_messages',      'timestamp', INTERVAL '7 days', 'conversation_id', retain_chat),
                 ('observability.metrics_aggregates', 'bucket',    INTERVAL '7 days', 'metric_type', retain),
                 -- logs are segmented by trace like spans: `hypertail trace` reads one segment
-                ('observability.logs',               'timestamp', INTERVAL '1 day',  'trace_id', retain_logs)
+                ('observability.logs',               'timestamp', INTERVAL '1 day',  'trace_id', retain_logs),
+                -- metrics: a line per series per interval per process, segmented by name, dropped after
+                -- hypertail.metrics_retention_days (90); workflow_transitions: few rows, long-lived
+                -- workflows, dropped after hypertail.workflows_retention_days (365): a workflow whose
+                -- last transition is older than that leaves the view
+                ('observability.metrics',              'timestamp', INTERVAL '1 day',  'name',        retain_metrics),
+                ('observability.workflow_transitions', 'timestamp', INTERVAL '7 days', 'workflow_id', retain_workflows)
             ) AS v(tbl, time_col, chunk, segment_by, retention)
         LOOP
             PERFORM create_hypertable(t.tbl::regclass, t.time_col,
@@ -471,7 +702,12 @@ BEGIN
             ON observability.metrics_aggregates USING brin (bucket);
         CREATE INDEX IF NOT EXISTS brin_logs_timestamp
             ON observability.logs USING brin ("timestamp");
+        CREATE INDEX IF NOT EXISTS brin_metrics_timestamp
+            ON observability.metrics USING brin ("timestamp");
+        CREATE INDEX IF NOT EXISTS brin_workflow_transitions_timestamp
+            ON observability.workflow_transitions USING brin ("timestamp");
         RAISE NOTICE 'hypertail schema: plain PostgreSQL mode (TimescaleDB not available)';
     END IF;
 END
 $$;
+

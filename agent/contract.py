@@ -19,11 +19,15 @@ TRACE: Final = "trace"
 SPAN: Final = "span"
 CHAT_MESSAGE: Final = "chat_message"
 DOCUMENT_EVENT: Final = "document_event"
+METRIC: Final = "metric"                            # one series' aggregate over one interval
+WORKFLOW_TRANSITION: Final = "workflow_transition"  # one workflow moving into a state
 TABLE_OF_KIND: Final[dict[str, str]] = {
     TRACE: "traces",
     SPAN: "spans",
     CHAT_MESSAGE: "chat_messages",
     DOCUMENT_EVENT: "document_events",
+    METRIC: "metrics",
+    WORKFLOW_TRANSITION: "workflow_transitions",
 }
 
 # Column order of each ingested table, as COPY writes it (explicit column lists, never "*").
@@ -50,6 +54,14 @@ COLUMNS: Final[dict[str, tuple[str, ...]]] = {
         "duration_ms", "chunk_count", "token_count", "page_count", "file_size_bytes",
         "error_message", "metadata",
     ),
+    "metrics": (
+        "id", "timestamp", "start_time", "name", "kind", "temporality", "unit", "attributes", "resource",
+        "value", "count", "sum", "min", "max", "buckets", "trace_id", "span_id", "metadata",
+    ),
+    "workflow_transitions": (
+        "id", "timestamp", "workflow_id", "workflow_type", "state", "from_state", "seq", "trace_id",
+        "span_id", "metadata",
+    ),
     # Ordinary application log lines (no discriminator key), stored when the source says so.
     "logs": ("id", "timestamp", "trace_id", "span_id", "level", "logger", "event", "source", "metadata"),
 }
@@ -60,6 +72,8 @@ KEY_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "spans": ("span_id", "timestamp"),
     "chat_messages": ("id", "timestamp"),
     "document_events": ("id", "timestamp"),
+    "metrics": ("id", "timestamp"),
+    "workflow_transitions": ("id", "timestamp"),
     "logs": ("id", "timestamp"),
 }
 
@@ -90,7 +104,7 @@ PREVIEW_MAX: Final = 500
 # Field types: what the parser turns a JSON value into, so that asyncpg's binary COPY accepts it.
 # Everything below is added to the names above and changes none of them.
 
-RECORD_KINDS: Final[tuple[str, ...]] = (TRACE, SPAN, CHAT_MESSAGE, DOCUMENT_EVENT)
+RECORD_KINDS: Final[tuple[str, ...]] = (TRACE, SPAN, CHAT_MESSAGE, DOCUMENT_EVENT, METRIC, WORKFLOW_TRANSITION)
 KIND_OF_TABLE: Final[dict[str, str]] = {table: kind for kind, table in TABLE_OF_KIND.items()}
 
 # Type tags (strings rather than an enum so that the app side pays nothing to import them).
@@ -188,6 +202,20 @@ FIELDS: Final[dict[str, tuple[Field, ...]]] = {
         _f("token_count", INT4_T), _f("page_count", INT4_T), _f("file_size_bytes", INT8_T),
         _f("error_message", TEXT_T, ERROR_MESSAGE_MAX, cut=True), _f("metadata", JSONB_T),
     ),
+    # The row's time is when the line was written (the end of the interval); start_time its start.
+    METRIC: (
+        _f("id", UUID_T), _f("start_time", TIME_T), _f("name", VARCHAR_T, 255, req=True),
+        _f("kind", VARCHAR_T, 20, req=True), _f("temporality", VARCHAR_T, 20), _f("unit", VARCHAR_T, 63),
+        _f("attributes", JSONB_T), _f("resource", JSONB_T), _f("value", FLOAT8_T), _f("count", INT8_T),
+        _f("sum", FLOAT8_T), _f("min", FLOAT8_T), _f("max", FLOAT8_T), _f("buckets", JSONB_T),
+        _f("trace_id", TRACE_ID_T, 32), _f("span_id", SPAN_ID_T, 16), _f("metadata", JSONB_T),
+    ),
+    # The row's time is when the transition was recorded: it orders a workflow's transitions.
+    WORKFLOW_TRANSITION: (
+        _f("id", UUID_T), _f("workflow_id", VARCHAR_T, 255, req=True), _f("workflow_type", VARCHAR_T, 100),
+        _f("state", VARCHAR_T, 100, req=True), _f("from_state", VARCHAR_T, 100), _f("seq", INT8_T),
+        _f("trace_id", TRACE_ID_T, 32), _f("span_id", SPAN_ID_T, 16), _f("metadata", JSONB_T),
+    ),
 }
 FIELD_BY_NAME: Final[dict[str, dict[str, Field]]] = {
     kind: {f.name: f for f in fields} for kind, fields in FIELDS.items()
@@ -212,6 +240,30 @@ SPAN_TYPES: Final[tuple[str, ...]] = (
 )  # suggestions, not a closed set: any non-empty string of at most 50 characters is accepted
 DOCUMENT_EVENT_TYPES: Final[tuple[str, ...]] = ("upload", "parse", "chunk", "embed", "index", "delete")
 CHAT_ROLES: Final[tuple[str, ...]] = ("user", "assistant", "system", "tool")  # also open
+
+# Application metrics (``agent.emit.counter/gauge/histogram``; OTLP data points map onto the same
+# columns). ``kind`` says which columns a row fills: a counter (a monotonic sum) and an up-down
+# counter its increase over the interval in ``value`` (``temporality`` delta; OTLP cumulative sums
+# carry their running total instead), a gauge its last ``value`` (and ``min``/``max`` of the
+# interval), a histogram ``count``/``sum``/``min``/``max`` and ``buckets``. Every kind has ``count``:
+# the number of calls (increments, sets, values) the row aggregates.
+COUNTER: Final = "counter"
+UPDOWN_COUNTER: Final = "updown_counter"
+GAUGE: Final = "gauge"
+HISTOGRAM: Final = "histogram"
+METRIC_KINDS: Final[tuple[str, ...]] = (COUNTER, UPDOWN_COUNTER, GAUGE, HISTOGRAM)
+DELTA: Final = "delta"
+CUMULATIVE: Final = "cumulative"
+# Histogram buckets are those of an OpenTelemetry exponential histogram: at scale s, bucket i holds
+# the values v with base**i < |v| <= base**(i + 1), base = 2 ** (2 ** -s). ``buckets`` is
+# {"scale", "zero_count", "positive": {"offset", "bucket_counts"}, "negative": {...}} (OTLP's
+# ExponentialHistogramDataPoint in snake case): bucket_counts[k] counts bucket offset + k. Reporting
+# a bucket by 2 * base**(i + 1) / (base + 1) is off by at most (base - 1) / (base + 1) of the true
+# value, whatever the distribution (the DDSketch argument): at scale 5 that is 1.083 %.
+HISTOGRAM_SCALE: Final = 5
+HISTOGRAM_MAX_BUCKETS: Final = 4096  # per sign; a wider interval is written at a smaller scale
+HISTOGRAM_BASE: Final = 2.0 ** (2.0**-HISTOGRAM_SCALE)
+HISTOGRAM_RELATIVE_ERROR: Final = (HISTOGRAM_BASE - 1) / (HISTOGRAM_BASE + 1)
 
 # Epoch numbers: |v| < EPOCH_MS_FROM are seconds (until year 5138), below EPOCH_MS_UNTIL they are
 # milliseconds (1973-03-03 .. year 5138); anything larger is invalid.

@@ -179,6 +179,43 @@ def document_event(seq: int) -> Line:
                      file_size_bytes=2**33, metadata={"source": "s3"}))
 
 
+def metric(seq: int) -> Line:
+    """An interval of a histogram series as ``agent.emit`` writes it (with a counter's shape every
+    other time): attributes, resource, exponential buckets."""
+    at, start, mid = _at(seq), _at(seq) - timedelta(seconds=10), uuid.uuid5(_NS, f"metric{seq}")
+    attributes = {"route": f"/r{seq % 5}"}
+    resource = {"service.name": "rag-api", "process.pid": 4242}
+    base = {"record_type": "metric", "event": "metric", "level": "info", "name": "http.latency_ms",
+            "attributes": attributes, "resource": resource, "start_time": _iso(start), "temporality": "delta",
+            "id": str(mid)}
+    if seq % 2:
+        record = {**base, "name": "cache.hits", "kind": "counter", "value": seq % 97, "count": seq % 97,
+                  "timestamp": _iso(at)}
+        return Line(orjson.dumps(record), c.DEFAULT_RECORD_TYPE_KEY, "metrics",
+                    _row("metrics", id=str(mid), timestamp=at, start_time=start, name="cache.hits", kind="counter",
+                         temporality="delta", attributes=attributes, resource=resource, value=float(seq % 97),
+                         count=seq % 97, metadata={}))
+    buckets = {"scale": 5, "zero_count": 0, "positive": {"offset": 180 + seq % 7, "bucket_counts": [3, 0, 5, 1]}}
+    record = {**base, "kind": "histogram", "count": 9, "sum": 512.25, "min": 48.5, "max": 61.0, "buckets": buckets,
+              "trace_id": f"{seq // 10 + 1:032x}", "timestamp": _iso(at)}
+    return Line(orjson.dumps(record), c.DEFAULT_RECORD_TYPE_KEY, "metrics",
+                _row("metrics", id=str(mid), timestamp=at, start_time=start, name="http.latency_ms", kind="histogram",
+                     temporality="delta", attributes=attributes, resource=resource, count=9, sum=512.25,
+                     min=48.5, max=61.0, buckets=buckets, trace_id=f"{seq // 10 + 1:032x}", metadata={}))
+
+
+def workflow_transition(seq: int) -> Line:
+    """A workflow transition as ``agent.emit`` writes it, with a bound context key in metadata."""
+    at, tid = _at(seq), uuid.uuid5(_NS, f"transition{seq}")
+    wid = f"doc-{seq % 31}"
+    record = {"record_type": "workflow_transition", "event": "workflow_transition", "level": "info",
+              "id": str(tid), "workflow_id": wid, "state": "embedded", "seq": seq, "from_state": "parsed",
+              "workflow_type": "document", "timestamp": _iso(at), "request_id": f"req-{seq}"}
+    return Line(orjson.dumps(record), c.DEFAULT_RECORD_TYPE_KEY, "workflow_transitions",
+                _row("workflow_transitions", id=str(tid), timestamp=at, workflow_id=wid, workflow_type="document",
+                     state="embedded", from_state="parsed", seq=seq, metadata={"request_id": f"req-{seq}"}))
+
+
 def app_log(seq: int) -> Line:
     """An ordinary application log line: no discriminator, not a record."""
     record = {"event": "cache miss", "level": "info", "timestamp": _iso(_at(seq)), "key": f"k{seq}"}
@@ -189,14 +226,15 @@ Shape = Callable[[int], Line]
 SHAPES: dict[str, Shape] = {
     "emit_span": emit_span, "derived_start_span": derived_start_span, "custom_key_span": custom_key_span,
     "shuffled_span": shuffled_span, "nested_metadata_span": nested_metadata_span, "trace_start": trace_start,
-    "trace_end": trace_end, "chat_message": chat_message, "document_event": document_event, "app_log": app_log,
+    "trace_end": trace_end, "chat_message": chat_message, "document_event": document_event, "metric": metric,
+    "workflow_transition": workflow_transition, "app_log": app_log,
 }
-# One cycle of the mixed file: mostly spans (14 of 20), every other shape once or twice.
+# One cycle of the mixed file: mostly spans (14 of 22), every other shape once or twice.
 _CYCLE: tuple[Shape, ...] = (
     emit_span, derived_start_span, custom_key_span, shuffled_span, nested_metadata_span,
     emit_span, derived_start_span, custom_key_span, shuffled_span, nested_metadata_span,
     emit_span, derived_start_span, custom_key_span, shuffled_span,
-    trace_start, trace_end, chat_message, document_event, app_log, app_log,
+    trace_start, trace_end, chat_message, document_event, metric, workflow_transition, app_log, app_log,
 )
 
 

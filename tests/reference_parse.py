@@ -26,7 +26,8 @@ from agent.parse.fieldtypes import converter as _converter
 Converter = Callable[[Any, c.Field], Any]
 
 _TIMED: Final = frozenset({c.TRACE, c.SPAN})
-_ID_KEYED: Final = frozenset({c.CHAT_MESSAGE, c.DOCUMENT_EVENT})
+# kinds whose optional app-given ``id`` is part of the row's key: an invalid one is a dead letter
+_ID_KEYED: Final = frozenset(k for k in c.RECORD_KINDS if "id" in c.KEY_COLUMNS[c.TABLE_OF_KIND[k]])
 
 
 _SPECS: Final[dict[str, tuple[tuple[str, bool, c.Field, Converter], ...]]] = {
@@ -97,7 +98,8 @@ def _fix_id(row: dict[str, Any], data: bytes, fallback_id: FallbackId | None) ->
         row["id"] = _fallback(data, fallback_id)
 
 
-_FIXUPS: Final = {c.TRACE: _fix_trace, c.SPAN: _fix_span, c.CHAT_MESSAGE: _fix_id, c.DOCUMENT_EVENT: _fix_id}
+_FIXUPS: Final = {c.TRACE: _fix_trace, c.SPAN: _fix_span, c.CHAT_MESSAGE: _fix_id, c.DOCUMENT_EVENT: _fix_id,
+                  c.METRIC: _fix_id, c.WORKFLOW_TRANSITION: _fix_id}
 
 
 def _metadata(kind: str, rest: dict[str, Any], explicit: Any, invalid: dict[str, Any]) -> str:

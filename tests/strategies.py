@@ -228,7 +228,7 @@ def _defaults(case: Case) -> None:
     if case.kind == c.SPAN:
         exp["status"] = exp["status"] or c.COMPLETED
         exp["span_type"] = c.DEFAULT_SPAN_TYPE if exp["span_type"] is None else exp["span_type"]
-    if case.kind in (c.CHAT_MESSAGE, c.DOCUMENT_EVENT) and exp["id"] is None:
+    if case.kind in (c.CHAT_MESSAGE, c.DOCUMENT_EVENT, c.METRIC, c.WORKFLOW_TRANSITION) and exp["id"] is None:
         exp["id"] = FALLBACK_ID
 
 

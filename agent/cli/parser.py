@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__, contract
+from agent.cli.apps import add_app_parsers
 from agent.cli.commands import (
     cmd_check_config,
     cmd_demo,
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_embedded_parser(sub)
     _add_trace_parsers(sub)
     add_dead_letters_parser(sub, _duration, _positive)
+    add_app_parsers(sub)
     return p
 
 

@@ -162,6 +162,9 @@ class SchemaSettings(_Section):
     retention_days: int = Field(default=90, ge=1)
     chat_retention_days: int = Field(default=365, ge=1)
     logs_retention_days: int = Field(default=14, ge=1)
+    # Application metrics (one row per series per interval) and workflow transitions (issue 26).
+    metrics_retention_days: int = Field(default=90, ge=1)
+    workflows_retention_days: int = Field(default=365, ge=1)
 
 
 class Settings(BaseSettings):

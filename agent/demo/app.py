@@ -39,6 +39,8 @@ def process_document(rng: random.Random, kb_id: uuid.UUID, fail: bool) -> None:
         log.info("document.received", document_id=str(doc), pages=pages)
         for step in ("upload", "parse", "chunk", "embed", "index"):
             ms = rng.randint(5, 400)
+            emit.histogram("document.step_ms", ms, step=step)
+            emit.workflow(doc, "failed" if fail and step == "embed" else step, workflow_type="document")
             if fail and step == "embed":
                 log.error("document.embed_failed", document_id=str(doc), status=503)
                 emit.document_event(step, "failed", document_id=doc, kb_id=kb_id, duration_ms=ms,
@@ -52,6 +54,7 @@ def process_document(rng: random.Random, kb_id: uuid.UUID, fail: bool) -> None:
             emit.document_event(step, "completed", document_id=doc, kb_id=kb_id, duration_ms=ms,
                                 page_count=pages, chunk_count=pages * 3, token_count=pages * 450,
                                 file_size_bytes=pages * 52_000)
+        emit.workflow(doc, "ready")
 
 
 def chat_turn(rng: random.Random, kb_id: uuid.UUID, user: uuid.UUID, conv: str, turn: int) -> None:
@@ -78,6 +81,9 @@ def chat_turn(rng: random.Random, kb_id: uuid.UUID, user: uuid.UUID, conv: str, 
         tin, tout = rng.randint(400, 3000), rng.randint(50, 600)
         llm_ms = rng.randint(5, 40)  # the "model" answers fast here, but really takes that long
         time.sleep(llm_ms / 1000)
+        emit.counter("chat.requests", model=model)
+        emit.histogram("chat.llm_ms", llm_ms, model=model)
+        emit.gauge("chat.context_chunks", hits)
         emit.llm_call(model, input_tokens=tin, output_tokens=tout, cost_usd=round((tin + 3 * tout) * 2e-6, 6),
                       temperature=0.2, input_preview=question, output_preview="Here is what I found...",
                       duration_ms=llm_ms)

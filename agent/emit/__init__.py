@@ -31,14 +31,18 @@ from agent.emit.context import (
     use,
     wrap,
 )
+from agent.emit.metrics import configure_metrics, counter, gauge, histogram, shutdown_metrics
+from agent.emit.metrics import flush as flush_metrics
 from agent.emit.output import STATE, STATS, dumps, dumps_text, make_add_trace_context, write_record
 from agent.emit.records import iso, span, split, trace
+from agent.emit.workflows import workflow
 from agent.emit.writer import LineWriter, WriterLogger
 
 __all__ = [
-    "TraceContext", "chat_message", "configure", "current", "document_event", "dropped",
-    "format_traceparent", "json_renderer", "llm_call", "new_span_id", "new_trace_id", "parse_traceparent",
-    "processors", "shutdown", "span", "stats", "trace", "use", "wrap",
+    "TraceContext", "chat_message", "configure", "configure_metrics", "counter", "current",
+    "document_event", "dropped", "flush_metrics", "format_traceparent", "gauge", "histogram",
+    "json_renderer", "llm_call", "new_span_id", "new_trace_id", "parse_traceparent", "processors",
+    "shutdown", "span", "stats", "trace", "use", "workflow", "wrap",
 ]
 
 
@@ -109,7 +113,8 @@ def configure(
 
 
 def shutdown() -> None:
-    """Undo :func:`configure`: close the file and put structlog back to its defaults."""
+    """Undo :func:`configure`: write pending metrics, close the file, put structlog back to its defaults."""
+    shutdown_metrics()
     old = STATE.writer
     STATE.writer, STATE.key = None, c.DEFAULT_RECORD_TYPE_KEY
     STATE.logger = structlog.get_logger("hypertail")

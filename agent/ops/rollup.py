@@ -1,5 +1,7 @@
 """Percentile rollups of spans into ``observability.metrics_aggregates`` (design §6), plus
-request durations per operation type (``trace.duration_ms``) and log lines per level (``log.lines``).
+request durations per operation type (``trace.duration_ms``), log lines per level (``log.lines``)
+and the application's own metrics (``app.counter``, ``app.gauge``, ``app.histogram``: counter
+rates, last gauge values and histogram percentiles per series; see :mod:`agent.ops.rollup_app`).
 
 Why it works the way it does:
 
@@ -8,7 +10,9 @@ Why it works the way it does:
   (1-minute buckets over ``lookback_1m``, 1-hour buckets over ``lookback_1h``). A span that
   arrives late, or a span whose start record is merged with its end record later, lands in a
   bucket that the next run recomputes anyway. A span older than the lookback is not
-  re-aggregated (raise the lookback, or run :func:`run_rollup` once with a long one, to backfill).
+  re-aggregated (raise the lookback, or run :func:`run_rollup` once with a long one, to
+  backfill). Application metrics are too voluminous for that: only the buckets whose rows
+  changed are recomputed (:mod:`agent.ops.rollup_app`).
 * **One statement per width.** ``GROUPING SETS`` computes the overall group and the
   span_type / model / operation_type / kb_id groups in one pass; data-modifying CTEs then upsert
   them and empty the rows of groups that no longer have data, so the table always equals what
@@ -39,6 +43,8 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
+from agent.ops.rollup_app import KINDS as APP_KINDS
+from agent.ops.rollup_app import rollup_app
 from agent.ops.rollup_sql import BUCKETS, LAST_RUN, LOCK, MARK_RUN, ROLLUP, ROLLUP_LOGS, ROLLUP_TRACES
 
 # pg_try_advisory_xact_lock key: the bytes of "hytrollu", unlikely to collide with an app's keys.
@@ -52,6 +58,8 @@ SYNC_KEY = ("hypertail", "rollup", "metrics_aggregates")  # provider_sync_status
 
 class Connection(Protocol):
     """The part of an ``asyncpg.Connection`` the rollup uses."""
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
 
     async def fetchrow(self, query: str, *args: Any) -> Any: ...
 
@@ -122,16 +130,17 @@ async def _ran_recently(conn: Connection, now: datetime, min_interval: timedelta
 
 
 async def _rollup_width(
-    conn: Connection, g: Granularity, now: datetime, lookback: timedelta
+    conn: Connection, g: Granularity, now: datetime, lookback: timedelta, app_lo: datetime
 ) -> tuple[int, int, int]:
-    """Recompute one width's closed buckets in its window: (buckets, rows, changed)."""
+    """Recompute one width's closed buckets in its window: (buckets, rows, changed). The buckets
+    count application metrics from ``app_lo`` on, their window (see :mod:`agent.ops.rollup_app`)."""
     lo, hi = window(now, g, lookback)
     if lo >= hi:
         return 0, 0, 0
     r = await conn.fetchrow(ROLLUP, g.unit, lo, hi, g.label, list(METRIC_TYPES))
     t = await conn.fetchrow(ROLLUP_TRACES, g.unit, lo, hi, g.label, list(TRACE_METRIC_TYPES))
     lg = await conn.fetchrow(ROLLUP_LOGS, g.unit, lo, hi, g.label, list(LOG_METRIC_TYPES))
-    buckets = await conn.fetchval(BUCKETS, g.unit, lo, hi)
+    buckets = await conn.fetchval(BUCKETS, g.unit, lo, hi, list(APP_KINDS), app_lo)
     parts = (r, t, lg)
     return int(buckets), sum(int(p["rows"]) for p in parts), sum(int(p["changed"]) for p in parts)
 
@@ -145,7 +154,8 @@ async def run_rollup(
     min_interval: timedelta = timedelta(0),
     statement_timeout_ms: int = 0,
 ) -> RollupResult:
-    """Recompute the closed 1-minute and 1-hour buckets of the lookback windows, in one transaction.
+    """Recompute the closed 1-minute and 1-hour buckets of the lookback windows, in one transaction
+    (application metrics: the buckets that changed, over ``lookback_1m``; see :mod:`agent.ops.rollup_app`).
 
     Returns ``ran=False`` at once (writing nothing) when another session holds the rollup lock,
     or when a rollup finished less than ``min_interval`` ago. ``now`` defaults to the database's
@@ -162,11 +172,13 @@ async def run_rollup(
         if await _ran_recently(conn, at, min_interval):
             return RollupResult(ran=False, buckets=0, rows=0, reason="recent")
         totals = [0, 0, 0]
+        app_lo = truncate(at - lookback_1m, HOUR.width)
         for g, lookback in ((MINUTE, lookback_1m), (HOUR, lookback_1h)):
-            for i, n in enumerate(await _rollup_width(conn, g, at, lookback)):
+            for i, n in enumerate(await _rollup_width(conn, g, at, lookback, app_lo)):
                 totals[i] += n
+        app = await rollup_app(conn, at, lookback_1m)
         await conn.execute(MARK_RUN, *SYNC_KEY, at)
-    return RollupResult(ran=True, buckets=totals[0], rows=totals[1], changed=totals[2])
+    return RollupResult(ran=True, buckets=totals[0], rows=totals[1] + app.rows, changed=totals[2] + app.changed)
 
 
 async def _run_once(

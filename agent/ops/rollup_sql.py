@@ -59,7 +59,8 @@ fresh AS (
 """
 
 
-# Distinct buckets with data in either statement (a trace's bucket usually has spans too).
+# Distinct buckets with data in any statement (a trace's bucket usually has spans too); $4 the app
+# metric kinds, $5 the start of the app metrics' window (see agent.ops.rollup._rollup_width).
 BUCKETS = """
 SELECT count(*) FROM (
     SELECT date_trunc($1::text, "timestamp", 'UTC') FROM observability.spans
@@ -71,6 +72,11 @@ SELECT count(*) FROM (
     UNION
     SELECT date_trunc($1::text, "timestamp", 'UTC') FROM observability.logs
     WHERE "timestamp" >= $2 AND "timestamp" < $3
+    UNION
+    SELECT date_trunc($1::text, coalesce(start_time, "timestamp"), 'UTC') FROM observability.metrics
+    WHERE "timestamp" >= $5 AND "timestamp" < $3::timestamptz + interval '1 day'
+      AND coalesce(start_time, "timestamp") >= $5 AND coalesce(start_time, "timestamp") < $3
+      AND kind = ANY($4::text[]) AND (temporality IS NULL OR temporality = 'delta' OR kind = 'gauge')
 ) b
 """
 

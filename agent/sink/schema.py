@@ -14,7 +14,8 @@ from agent.sink.classify import DRIVER_ERRORS, one_line
 from agent.sink.connect import connect
 from agent.sink.layout import HypertableLayout, hypertable_layout
 
-SCHEMA_VERSION = 3  # 2: observability.logs; 3: backfill functions, checkpoints.data_time, compression by creation time
+SCHEMA_VERSION = 4  # 2: observability.logs; 3: backfill functions, checkpoints.data_time, compression by
+# creation time; 4: observability.metrics, workflow_transitions and the workflows view
 
 
 def schema_sql() -> str:
@@ -172,6 +173,8 @@ async def apply_schema(
                 ("hypertail.retention_days", policy.retention_days),
                 ("hypertail.chat_retention_days", policy.chat_retention_days),
                 ("hypertail.logs_retention_days", policy.logs_retention_days),
+                ("hypertail.metrics_retention_days", policy.metrics_retention_days),
+                ("hypertail.workflows_retention_days", policy.workflows_retention_days),
             ):
                 await conn.execute("SELECT set_config($1, $2, true)", name, str(value))
             await conn.execute(schema_sql())
@@ -194,6 +197,7 @@ async def installed_version(conn: asyncpg.Connection) -> int | None:
 INGEST_SCHEMAS = ("observability", "hypertail")
 INGEST_TABLE_GRANTS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("SELECT", "INSERT"), ("observability.chat_messages", "observability.document_events", "observability.logs")),
+    (("SELECT", "INSERT"), ("observability.metrics", "observability.workflow_transitions")),
     (("SELECT", "INSERT", "UPDATE"), ("observability.traces", "observability.spans")),
     (("SELECT", "INSERT", "UPDATE"), ("observability.metrics_aggregates", "observability.provider_sync_status")),
     (("SELECT",), ("hypertail.schema_version",)),

@@ -98,7 +98,8 @@ async def status_report(db: DatabaseSettings, dsn: str, agent_id: str | None) ->
 
 
 TABLES = (
-    "traces", "spans", "chat_messages", "document_events", "logs", "metrics_aggregates", "provider_sync_status",
+    "traces", "spans", "chat_messages", "document_events", "logs", "metrics", "workflow_transitions",
+    "metrics_aggregates", "provider_sync_status",
 )
 
 

@@ -136,3 +136,77 @@ class TraceFilter:
     user_id: str | None = None
     limit: int = 50
     failed_spans: bool = False
+
+
+# --- application metrics and workflows (``hypertail metrics``, ``hypertail workflows``; issue 26) ---
+
+@dataclass(frozen=True, slots=True)
+class MetricFilter:
+    """Which series ``hypertail metrics`` shows: written within ``since``, name containing ``name``."""
+
+    since: timedelta
+    name: str | None = None
+    kind: str | None = None
+    limit: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSeries:
+    """One series (name, kind, attributes) over the window, merged across processes and intervals.
+
+    ``total`` is a counter's increase (``rate`` per second between ``first`` and ``last_at``);
+    ``last`` a gauge's latest value (``low``/``high`` its range); a histogram has ``count``,
+    ``total`` (the sum of its values), ``low``/``high`` and ``p50``/``p95``/``p99`` (None when the
+    buckets cannot give them, see docs/metrics.md).
+    """
+
+    name: str
+    kind: str
+    attributes: dict[str, Any]
+    rows: int
+    count: int
+    first: datetime
+    last_at: datetime
+    total: float | None = None
+    rate: float | None = None
+    last: float | None = None
+    low: float | None = None
+    high: float | None = None
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowFilter:
+    """Which workflows ``hypertail workflows`` shows: last moved within ``since`` (None: any time),
+    in ``state``, of ``workflow_type``."""
+
+    since: timedelta | None = None
+    state: str | None = None
+    workflow_type: str | None = None
+    limit: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowView:
+    """One workflow as ``observability.workflows`` gives it: current state, since when, its history."""
+
+    workflow_id: str
+    workflow_type: str | None
+    state: str
+    since: datetime
+    time_in_state: timedelta
+    started_at: datetime
+    transitions: int
+    consistent: bool
+    trace_id: str | None
+    history: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowList:
+    """Workflows per current state (all that match the filter), and the newest ``limit`` of them."""
+
+    per_state: dict[str, int]
+    workflows: tuple[WorkflowView, ...]

@@ -115,7 +115,8 @@ async def test_status_json_shape(agent: Agent, logs: Path, dsn: str) -> None:
     assert me["last_commit"] is not None
     timescale = bool(status["hypertables"])
     assert {h["table"] for h in status["hypertables"]} == (
-        {"traces", "spans", "chat_messages", "document_events", "logs", "metrics_aggregates"} if timescale else set())
+        {"traces", "spans", "chat_messages", "document_events", "logs", "metrics", "workflow_transitions",
+         "metrics_aggregates"} if timescale else set())
     if timescale:
         spans = next(h for h in status["hypertables"] if h["table"] == "spans")
         assert (spans["chunk_interval"], spans["compress_after"], spans["retention"]) == ("1 day", "7 days", "90 days")
@@ -221,8 +222,8 @@ def test_demo_runs_on_a_fresh_machine(embedded_dir: Path) -> None:
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     counts = dict(re.findall(r"observability\.(\w+)\s+(\d+)\s+\d+", out.stdout))
-    assert set(counts) == {"traces", "spans", "chat_messages", "document_events", "logs", "metrics_aggregates",
-                           "provider_sync_status"}
+    assert set(counts) == {"traces", "spans", "chat_messages", "document_events", "logs", "metrics",
+                           "workflow_transitions", "metrics_aggregates", "provider_sync_status"}
     assert all(int(n) > 0 for n in counts.values()), counts
     assert "ingested " in out.stderr  # one line, not a bar: stderr is not a terminal here
     # it ends with the waterfall of one trace, its log lines among the spans (issue 13)

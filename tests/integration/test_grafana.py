@@ -39,6 +39,10 @@ EXPECTED = {
                                "files_behind", "error"],
     "Dead letters per reason": ["time", "metric", "dead_letters"],
     "Log volume per level": ["time", "metric", "lines"],
+    "App counters: increase per second": ["time", "metric", "per_second"],
+    "App histograms: p95": ["time", "metric", "p95"],
+    "App gauges: last value per series": ["time", "metric", "last"],
+    "Workflows by current state": ["state", "workflows", "longest_in_state_s", "inconsistent"],
 }
 NUMERIC = {"float8", "int8", "int4", "numeric"}
 
@@ -84,13 +88,15 @@ async def demo_db(request: pytest.FixtureRequest, empty_dsn: str, tmp_path: Path
 
 
 def targets() -> list[tuple[str, str, str]]:
-    return [(p["title"], t["format"], t["rawSql"]) for p in DASHBOARD["panels"] for t in p["targets"]]
+    return [(p["title"], t["format"], t["rawSql"]) for p in DASHBOARD["panels"] for t in p.get("targets", [])]
 
 
 def test_every_panel_has_an_expectation_and_the_variables_exist() -> None:
     assert sorted(title for title, _, _ in targets()) == sorted(EXPECTED)
     names = {v["name"] for v in DASHBOARD["templating"]["list"]}
-    assert {"datasource", "granularity", "operation", "model"} <= names
+    assert {"datasource", "granularity", "operation", "model", "app_metric"} <= names
+    rows = [p for p in DASHBOARD["panels"] if p["type"] == "row"]
+    assert all("targets" not in p for p in rows) and [p["title"] for p in rows] == ["Application metrics and workflows"]
     used = set(re.findall(r"\$\{(\w+)\}", json.dumps(DASHBOARD["panels"])))
     assert used <= names, used - names
 
@@ -104,11 +110,14 @@ async def test_panels_return_their_columns_on_demo_data(demo_db: str) -> None:
         variables = {v["name"]: await _values(conn, v, start, end) for v in DASHBOARD["templating"]["list"]
                      if v["type"] == "query"}
         assert "chat" in variables["operation"] and "gpt-4o-mini" in variables["model"], variables
+        assert {"chat.requests", "chat.llm_ms", "chat.context_chunks"} <= set(variables["app_metric"]), variables
         for granularity in ("auto", "1h"):
-            for op, model in ((["__all"], ["__all"]), (["chat"], ["gpt-4o-mini"])):
+            apps = ["chat.requests", "chat.llm_ms", "chat.context_chunks"]
+            for op, model, app in ((["__all"], ["__all"], ["__all"]), (["chat"], ["gpt-4o-mini"], apps)):
                 chosen = {"granularity": granularity,
                           "operation": "'__all'" if op == ["__all"] else op,
-                          "model": "'__all'" if model == ["__all"] else model}
+                          "model": "'__all'" if model == ["__all"] else model,
+                          "app_metric": "'__all'" if app == ["__all"] else app}
                 for title, fmt, raw in targets():
                     await _check_panel(conn, title, fmt, interpolate(raw, start, end, chosen), mode.describe())
     finally:

@@ -47,7 +47,18 @@ SPEC = {
         id uuid! | bucket timestamp with time zone! | metric_type character varying(100)! |
         dimensions jsonb! | count bigint! | sum double precision | min double precision |
         max double precision | avg double precision | p50 double precision | p95 double precision |
-        p99 double precision | updated_at timestamp with time zone!""",
+        p99 double precision | updated_at timestamp with time zone! | last double precision |
+        rate double precision | buckets jsonb""",
+    "observability.metrics": """
+        id uuid! | timestamp timestamp with time zone! | start_time timestamp with time zone |
+        name character varying(255)! | kind character varying(20)! | temporality character varying(20) |
+        unit character varying(63) | attributes jsonb | resource jsonb | value double precision | count bigint |
+        sum double precision | min double precision | max double precision | buckets jsonb |
+        trace_id character varying(32) | span_id character varying(16) | metadata jsonb!""",
+    "observability.workflow_transitions": """
+        id uuid! | timestamp timestamp with time zone! | workflow_id character varying(255)! |
+        workflow_type character varying(100) | state character varying(100)! | from_state character varying(100) |
+        seq bigint | trace_id character varying(32) | span_id character varying(16) | metadata jsonb!""",
     "observability.provider_sync_status": """
         id uuid! | provider_name character varying(50)! | entity_type character varying(50)! |
         entity_id character varying(255)! | last_synced_at timestamp with time zone |
@@ -69,6 +80,8 @@ KEYS = {
     "observability.chat_messages": {("p", 'PRIMARY KEY (id, "timestamp")')},
     "observability.document_events": {("p", 'PRIMARY KEY (id, "timestamp")')},
     "observability.logs": {("p", 'PRIMARY KEY (id, "timestamp")')},
+    "observability.metrics": {("p", 'PRIMARY KEY (id, "timestamp")')},
+    "observability.workflow_transitions": {("p", 'PRIMARY KEY (id, "timestamp")')},
     "observability.metrics_aggregates": {
         ("p", "PRIMARY KEY (id, bucket)"),
         ("u", "UNIQUE (bucket, metric_type, dimensions)"),
@@ -95,10 +108,13 @@ INDEXED = [
     ("document_events", "WHERE ((status)::text = 'failed'"),
     ("logs", "(trace_id)"), ("logs", "WHERE ((level)::text = ANY"),
     ("metrics_aggregates", "USING gin (dimensions)"), ("metrics_aggregates", "(metric_type, bucket DESC)"),
+    ("metrics", "(name,"), ("metrics", "(trace_id)"), ("workflow_transitions", "(workflow_id,"),
+    ("workflow_transitions", "(state,"), ("workflow_transitions", "(trace_id)"),
 ]
 TIME_COLUMNS = {
     "traces": "timestamp", "spans": "timestamp", "chat_messages": "timestamp",
     "document_events": "timestamp", "metrics_aggregates": "bucket", "logs": "timestamp",
+    "metrics": "timestamp", "workflow_transitions": "timestamp",
 }
 
 
@@ -156,6 +172,7 @@ async def _check_timescaledb_layout(conn: asyncpg.Connection) -> None:
     assert got == {
         "traces": ("timestamp", 1), "spans": ("timestamp", 1), "document_events": ("timestamp", 1),
         "chat_messages": ("timestamp", 7), "metrics_aggregates": ("bucket", 7), "logs": ("timestamp", 1),
+        "metrics": ("timestamp", 1), "workflow_transitions": ("timestamp", 7),
     }
     jobs = await conn.fetch(
         "SELECT proc_name, hypertable_name, config::text AS config FROM timescaledb_information.jobs "
@@ -166,6 +183,7 @@ async def _check_timescaledb_layout(conn: asyncpg.Connection) -> None:
     assert compress == set(got) and set(retention) == set(got)
     assert "365 days" in retention["chat_messages"] and "90 days" in retention["spans"]
     assert "14 days" in retention["logs"]
+    assert "90 days" in retention["metrics"] and "365 days" in retention["workflow_transitions"]
 
 
 async def test_apply_twice_changes_nothing(conn: asyncpg.Connection) -> None:
@@ -196,7 +214,8 @@ async def test_migrate_reports_mode_and_layout(empty_dsn: str) -> None:
     result = await migrate(settings.database, empty_dsn, settings.schema_)
     assert result.mode.describe().startswith(("plain PostgreSQL", "TimescaleDB "))
     assert [h.table for h in result.layout] == (
-        ["chat_messages", "document_events", "logs", "metrics_aggregates", "spans", "traces"]
+        ["chat_messages", "document_events", "logs", "metrics", "metrics_aggregates", "spans", "traces",
+         "workflow_transitions"]
         if result.mode.timescaledb else []
     )
     c = await asyncpg.connect(empty_dsn)
@@ -224,6 +243,12 @@ async def test_print_grants_are_sufficient_and_minimal(conn: asyncpg.Connection,
                 "ON CONFLICT (trace_id, \"timestamp\") DO UPDATE SET status = EXCLUDED.status"
             )
             await ingest.execute("INSERT INTO hypertail.dead_letters (reason) VALUES ('x')")
+            for table, cols in (("metrics", "name, kind"), ("workflow_transitions", "workflow_id, state")):
+                await ingest.execute(  # COPY, or the upsert after a duplicate key
+                    f"INSERT INTO observability.{table} (id, \"timestamp\", {cols}) "
+                    "VALUES (gen_random_uuid(), now(), 'a', 'b') ON CONFLICT DO NOTHING")
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await ingest.execute(f"DELETE FROM observability.{table}")
             await _writer_commits_as(ingest)
             from agent.sink.prune import prune_checkpoints
             async with ingest.transaction():  # the agent forgets checkpoints of files long gone

@@ -83,6 +83,10 @@ async def test_upgrades_a_first_release_schema_with_compressed_chunks(fresh: asy
     mode = await apply_schema(fresh, SchemaSettings())
     assert mode.timescaledb
     after = await catalog.snapshot(fresh)
+    new = ("last", "rate", "buckets")
+    added = {name: after["columns"]["observability.metrics_aggregates"].pop(name) for name in new}
+    assert added == {"last": ("double precision", False), "rate": ("double precision", False),
+                     "buckets": ("jsonb", False)}  # issue 26
     for table in ("observability.spans", "observability.metrics_aggregates"):
         assert after["columns"][table] == expected["columns"][table]
     assert await fresh.fetchval("SELECT count(*) FROM observability.spans WHERE metadata = '{}'::jsonb") == 50
@@ -130,3 +134,17 @@ async def test_logs_keep_their_own_retention(fresh: asyncpg.Connection) -> None:
     layout = {h.table: h for h in await hypertable_layout(fresh)}
     assert layout["logs"].retention == "3 days" and layout["logs"].chunk_interval == "1 day"
     assert layout["logs"].compress_after == "7 days" and layout["spans"].retention == "40 days"
+
+
+@pytest.mark.timescaledb
+async def test_metrics_and_workflows_keep_their_own_retention(fresh: asyncpg.Connection) -> None:
+    """observability.metrics (1-day chunks) and workflow_transitions (7-day chunks) are dropped after
+    schema.metrics_retention_days and schema.workflows_retention_days (issue 26)."""
+    await _need_timescaledb(fresh)
+    await apply_schema(fresh, SchemaSettings(metrics_retention_days=5, workflows_retention_days=400,
+                                             compress_after_days=2))
+    layout = {h.table: h for h in await hypertable_layout(fresh)}
+    assert (layout["metrics"].retention, layout["metrics"].chunk_interval) == ("5 days", "1 day")
+    assert (layout["workflow_transitions"].retention, layout["workflow_transitions"].chunk_interval) == (
+        "400 days", "7 days")
+    assert layout["metrics"].compress_after == layout["workflow_transitions"].compress_after == "2 days"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.config import effective_config, load_settings, mask_dsn
+from agent.config import SchemaSettings, effective_config, load_settings, mask_dsn
 from agent.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -180,3 +180,17 @@ def test_log_level_format_and_progress_keys(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.delenv("HYPERTAIL_AGENT__LOG_LEVEL")
     with pytest.raises(ConfigError, match=r"ops\.progress_interval_s"):
         load_settings(write(tmp_path, BASE + "[ops]\nprogress_interval_s = -1\n"))
+
+
+def test_metrics_and_workflows_retention(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """schema.metrics_retention_days and schema.workflows_retention_days (issue 26): defaults, file,
+    environment, and a bound that names the key."""
+    assert (SchemaSettings().metrics_retention_days, SchemaSettings().workflows_retention_days) == (90, 365)
+    path = write(tmp_path, BASE + "[schema]\nmetrics_retention_days = 30\n")
+    monkeypatch.setenv("HYPERTAIL_SCHEMA__WORKFLOWS_RETENTION_DAYS", "400")
+    settings = load_settings(path)
+    assert (settings.schema_.metrics_retention_days, settings.schema_.workflows_retention_days) == (30, 400)
+    monkeypatch.setenv("HYPERTAIL_SCHEMA__WORKFLOWS_RETENTION_DAYS", "0")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.key == "schema.workflows_retention_days"

@@ -71,6 +71,7 @@ def test_required_fields() -> None:
     assert required == {
         c.TRACE: {"trace_id", "name"}, c.SPAN: {"span_id", "trace_id", "name"},
         c.CHAT_MESSAGE: {"role", "content"}, c.DOCUMENT_EVENT: {"event_type", "status"},
+        c.METRIC: {"name", "kind"}, c.WORKFLOW_TRANSITION: {"workflow_id", "state"},
     }
 
 

@@ -39,7 +39,11 @@ with emit.trace("answer", operation_type="chat", user_id="8d3a7f0e-1c2b-4a5d-9e6
     emit.chat_message("assistant", "an answer", conversation_id="conv-1", turn_number=2)
     emit.document_event("upload", "completed", document_id="0b9c7a52-3f1e-4c8a-9d2b-6e5f4a3b2c1d",
                         file_size_bytes=10)
+    emit.counter("answers", route="/q")
+    emit.histogram("answer_ms", 12.5)
+    emit.workflow("doc-1", "uploaded")
 log.warning("after the trace")
+emit.gauge("queue.depth", 3)
 emit.shutdown()
 print(json.dumps({"modules": sorted(sys.modules), "stats": emit.stats(), "path": sys.path}))
 """
@@ -95,11 +99,18 @@ def test_the_app_side_runs_with_only_structlog_and_orjson(tmp_path: Path) -> Non
         ("span", "completed", "llm"),
         ("chat_message", None, None),
         ("document_event", "completed", None),
+        ("workflow_transition", None, None),
         ("trace", "completed", None),
         (None, None, None),  # the log line after the trace
+        ("metric", None, None),  # counter, gauge and histogram, written at shutdown
+        ("metric", None, None),
+        ("metric", None, None),
     ], lines
     trace_id = lines[0]["trace_id"]
-    assert all(r["trace_id"] == trace_id for r in lines[:7])
+    assert all(r["trace_id"] == trace_id for r in lines[:8])
+    assert [(m["name"], m["kind"], m["count"]) for m in lines[9:]] == [
+        ("answers", "counter", 1), ("queue.depth", "gauge", 1), ("answer_ms", "histogram", 1)]
+    lines = lines[:6] + lines[7:9]  # the records of before, in their order
     inside, retrieve, llm = lines[1], lines[2], lines[3]
     assert inside["event"] == "retrieved" and inside["span_id"] == retrieve["span_id"]
     assert llm["model"] == "gpt-4o-mini" and llm["input_tokens"] == 120 and llm["duration_ms"] == 5
@@ -107,7 +118,7 @@ def test_the_app_side_runs_with_only_structlog_and_orjson(tmp_path: Path) -> Non
     assert lines[5]["event_type"] == "upload" and lines[5]["file_size_bytes"] == 10
     assert lines[6]["total_input_tokens"] == 120 and lines[6]["total_output_tokens"] == 30
     assert lines[7]["event"] == "after the trace" and lines[7]["level"] == "warning" and "trace_id" not in lines[7]
-    assert report["stats"] == {"written": 8, "dropped": 0, "coerced": 0}
+    assert report["stats"] == {"written": 12, "dropped": 0, "coerced": 0}
 
     foreign = [m for m in report["modules"] if not _allowed(m)]
     assert foreign == [], f"the app side loaded more than stdlib + structlog + orjson + agent.emit: {foreign}"

@@ -20,7 +20,8 @@ FALLBACK = str(uuid.UUID(int=7))
 
 def decoded(table: str, values: tuple[Any, ...]) -> dict[str, Any]:
     row = dict(zip(c.COLUMNS[table], values, strict=True))
-    for name in ("metadata", "sources", "citations"):
+    jsonb = {f.name for fields in c.FIELDS.values() for f in fields if f.type == c.JSONB_T}
+    for name in jsonb & set(row):
         if row.get(name) is not None:
             row[name] = orjson.loads(row[name])
     return row
