@@ -52,7 +52,8 @@ class Metrics:
             "hypertail_last_commit_timestamp_seconds", "Unix time of the last commit", registry=r
         )
         self.bytes_behind = Gauge(
-            "hypertail_bytes_behind", "File size minus committed offset", ["source", "path"], registry=r
+            "hypertail_bytes_behind", "Bytes written to a source's files but not committed yet (one series "
+            "per source, not per file: a source may have thousands)", ["source"], registry=r
         )
         self.seconds_since_last_commit = Gauge(
             "hypertail_seconds_since_last_commit", "Seconds since the last commit (since start before one)",

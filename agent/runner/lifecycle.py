@@ -126,8 +126,6 @@ class Runner:
             await self._shutdown_background(background)
             return self.exit_code
         ops.schema_checked()
-        shared.db_ok = True
-        shared.stall_logged = None
         self.log.info("db.mode", mode=self.sink.health.mode)
         if self.sink.health.fallback:
             self.log.warning("db.timescaledb_unavailable", reason=self.sink.health.fallback, mode="plain PostgreSQL")

@@ -36,8 +36,8 @@ _ROUTINE_SOURCE_EVENTS = frozenset({
 class Ops:
     """Probes, sync status, checkpoint prune and event logging for one agent.
 
-    Sets ``state.loop_beat``, ``db_ok`` and ``stall_logged`` of
-    :class:`~agent.runner.state.Shared`; reads everything else. Owns ``schema_ready``, which
+    Sets ``state.loop_beat`` of :class:`~agent.runner.state.Shared` (the heartbeat is its one
+    writer) and keeps which stall it logged; reads everything else. Owns ``schema_ready``, which
     the lifecycle turns on through :meth:`schema_checked` once startup applied (or checked)
     the schema; before that a report first looks whether its table exists (a new database has
     none until startup creates it, while a stall during startup must still be reported).
@@ -50,7 +50,9 @@ class Ops:
         self._started_at = time.time()
         self._started_mono = time.monotonic()
         self.schema_ready = False
+        self._stall_logged: tuple[int, str] | None = None  # (stall episode, reason) already logged
         shared.metrics.seconds_since_last_commit.set_function(self._since_last_commit)
+        shared.metrics.last_commit.set_function(lambda: shared.sink.health.last_commit or 0.0)
 
     def schema_checked(self) -> None:
         """Startup applied or checked the schema: reports need not look for their table any more."""
@@ -70,14 +72,14 @@ class Ops:
         provider_sync_status keep showing.
         """
         shared = self.shared
-        stalled = shared.sink.health.stalled
+        health = shared.sink.health
+        stalled = health.stalled
         shared.metrics.retries.labels("stall" if stalled else "retryable").inc()
         error = shared.sink.redact(str(err))[:500]
         if stalled is None:
-            shared.stall_logged = None
             shared.log.warning("db.retry", error=error, attempt=attempt, delay_s=round(delay, 3))
-        elif stalled != shared.stall_logged:
-            shared.stall_logged = stalled
+        elif (health.stall_episode, stalled) != self._stall_logged:
+            self._stall_logged = (health.stall_episode, stalled)
             shared.log.error("db.stalled", error=error, attempt=attempt, delay_s=round(delay, 3))
 
     def on_backfill_event(self, name: str, fields: dict[str, Any]) -> None:
@@ -110,10 +112,13 @@ class Ops:
         if tailer is None:
             return []
         out = []
+        behind: dict[str, int] = {}
         for f in tailer.files():
             key = f.file.identity.key
             out.append(FileSync(f.file.path, f.size, f.acked_offset, self.shared.last_commit.get(key)))
-            self.shared.metrics.bytes_behind.labels(f.file.source, f.file.path).set(max(0, f.size - f.acked_offset))
+            behind[f.file.source] = behind.get(f.file.source, 0) + max(0, f.size - f.acked_offset)
+        for source, n in behind.items():
+            self.shared.metrics.bytes_behind.labels(source).set(n)
         for _, path, target, reason in tailer.refused():
             out.append(FileSync(path, 0, 0, None, refused=f"{reason}: {target}"))
         return out
@@ -128,8 +133,7 @@ class Ops:
         shared = self.shared
         period = shared.settings.ops.sync_interval_ms / 1000
         while not shared.stop.is_set():
-            shared.db_ok = await shared.sink.ping()
-            if shared.db_ok and not shared.stop.is_set():
+            if await shared.sink.ping() and not shared.stop.is_set():
                 await self.report_sync()
                 await self._prune_once()
             with contextlib.suppress(TimeoutError):
@@ -189,7 +193,7 @@ class Ops:
             return
         view = ProbeView(
             loop_beat=lambda: shared.state.loop_beat, started=lambda: shared.state.started,
-            db_reachable=lambda: shared.db_ok and shared.sink.health.connected,
+            db_reachable=lambda: shared.sink.health.reachable and shared.sink.health.connected,
             stalled=lambda: shared.sink.health.stalled, last_error=lambda: shared.sink.health.last_error,
             bytes_behind=self.bytes_behind, max_lag_bytes=shared.settings.ops.ready_max_lag_bytes,
             registry=shared.metrics.registry,

@@ -31,8 +31,8 @@ _STOP = None
 class Pipeline:
     """The reader, committer and ticker of one agent, and the bytes they hold in flight.
 
-    Sets ``state.committing``, ``state.loop_beat``, ``db_ok``, ``stall_logged`` and
-    ``last_commit`` of :class:`~agent.runner.state.Shared`; reads ``tailer`` and ``stop``.
+    Sets ``state.committing`` and ``last_commit`` of :class:`~agent.runner.state.Shared`; reads
+    ``tailer`` and ``stop``.
     """
 
     def __init__(self, shared: Shared, parser: LineParser, *, exit_when_idle: bool, idle_grace_s: float,
@@ -116,8 +116,6 @@ class Pipeline:
         for key, c in stats.committed.items():
             shared.tailer.ack(c.file, c.offset)
             shared.last_commit[key] = now
-        shared.db_ok = True
-        shared.stall_logged = None
         self._queued_bytes -= batch.nbytes
         self.lines_committed += len(batch.items)
         self.update_budget()
@@ -140,7 +138,6 @@ class Pipeline:
         period = min(0.05, self.batcher.policy.max_age_s / 2)
         stop = self.shared.stop
         while not stop.is_set():
-            self.shared.state.loop_beat = time.monotonic()
             if self.batcher.due():
                 await self.enqueue()
             self.update_budget()
@@ -186,7 +183,6 @@ def _count_commit(m: Metrics, log: Any, batch: Batch, stats: CommitStats, second
     m.copy_attempts.inc(stats.attempts)
     m.batch_rows.observe(len(batch.items))
     m.commit_latency.observe(seconds)
-    m.last_commit.set(time.time())
     log.debug("batch.committed", lines=len(batch.items), rows=stats.rows,
               dead_letters=len(stats.dead_letters), attempts=stats.attempts, already_committed=stats.skipped_lines,
               latency_ms=round(seconds * 1000, 1))

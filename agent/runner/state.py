@@ -1,8 +1,8 @@
 """What the runner's three parts share: the pipeline tasks, the ops wiring and the lifecycle.
 
-One :class:`Shared` per agent process. Each part reads and sets only the fields named in its
-own docstring; keeping them in one place shows who can see what (the probes, for instance, read
-:class:`RunState` and ``db_ok``, which the pipeline and the ops loop both set).
+One :class:`Shared` per agent process. Each field has one writer, named below; the others only
+read it. What the database side knows (reachable, stalled, the last commit) is not here: the sink
+owns it (:class:`agent.sink.sink.SinkHealth`) and everyone reads it there.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from agent.sources import Tailer
 
 @dataclass(slots=True)
 class RunState:
-    """Lifecycle flags the probes read."""
+    """Lifecycle flags the probes read: ``started`` and ``stopping`` are written by the lifecycle,
+    ``loop_beat`` by the ops heartbeat, ``committing`` by the pipeline's committer."""
 
     started: bool = False
     stopping: bool = False
@@ -32,10 +33,9 @@ class RunState:
 class Shared:
     """The agent's settings, logger, metrics and sink, plus the state the parts hand each other.
 
-    ``tailer`` is None until startup has loaded the checkpoints; ``stop`` is set once, by the
-    first stop request; ``db_ok`` is the last answer the database gave (commit or ping);
-    ``stall_logged`` is the stall reason already logged (a stall is logged once per reason);
-    ``last_commit`` maps a file key to the wall-clock time of its last committed batch.
+    ``tailer`` is None until startup has loaded the checkpoints (set by the lifecycle); ``stop``
+    is set once, by the first stop request (the lifecycle); ``last_commit`` maps a file key to the
+    wall-clock time of its last committed batch (written by the pipeline, read by the sync report).
     """
 
     settings: Settings
@@ -45,6 +45,4 @@ class Shared:
     state: RunState = field(default_factory=RunState)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     tailer: Tailer | None = None
-    db_ok: bool = False
-    stall_logged: str | None = None
     last_commit: dict[str, float] = field(default_factory=dict)

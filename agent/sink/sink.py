@@ -15,7 +15,7 @@ import contextlib
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -37,13 +37,20 @@ OnRetry = Callable[[SinkError, int, float], None]
 
 @dataclass(slots=True)
 class SinkHealth:
-    """What probes and metrics need to know about the database side."""
+    """What probes, metrics and logs need to know about the database side; the sink alone writes it.
+
+    ``reachable`` is the last answer the database gave (a commit, startup or a ping);
+    ``stall_episode`` counts the stalls begun (a stall, its reason changing, or one after other
+    failures), so a stall is logged once per episode; ``last_commit`` is when a batch last
+    committed (wall clock).
+    """
 
     connected: bool = False
+    reachable: bool = False
     stalled: str | None = None
+    stall_episode: int = 0
     last_error: str | None = None
     last_commit: float | None = None
-    retries: dict[str, int] = field(default_factory=dict)
     consecutive_failures: int = 0
     mode: str | None = None
     fallback: str | None = None  # why plain mode where TimescaleDB was wanted (schema.timescaledb = auto)
@@ -92,12 +99,15 @@ class Sink:
 
     async def _failed(self, err: SinkError) -> None:
         """Record a failure, drop the connection if it may be broken, and wait."""
-        kind = "stall" if isinstance(err, StallError) else "retryable"
-        self.health.retries[kind] = self.health.retries.get(kind, 0) + 1
         message = self.redact(str(err))
-        self.health.last_error = message
-        self.health.stalled = message if isinstance(err, StallError) else None
+        health = self.health
+        health.last_error = message
+        stalled = message if isinstance(err, StallError) else None
+        if stalled is not None and stalled != health.stalled:
+            health.stall_episode += 1
+        health.stalled = stalled
         if isinstance(err, RetryableError):
+            health.reachable = False
             self._drop_writer()
         delay = self._backoff(self.health.consecutive_failures)
         self.health.consecutive_failures += 1
@@ -105,11 +115,14 @@ class Sink:
             self.on_retry(err, self.health.consecutive_failures, delay)
         await asyncio.sleep(delay)
 
-    def _succeeded(self) -> None:
-        self.health.consecutive_failures = 0
-        self.health.stalled = None
-        self.health.last_error = None
-        self.health.last_commit = time.time()
+    def _succeeded(self, committed: bool) -> None:
+        h = self.health
+        h.consecutive_failures = 0
+        h.reachable = True
+        h.stalled = None
+        h.last_error = None
+        if committed:
+            h.last_commit = time.time()
 
     async def commit(self, items: Sequence[Item], tables: Tables | None = None,
                      tails: Tails | None = None) -> CommitStats:
@@ -125,7 +138,7 @@ class Sink:
             except DataError as err:  # a data error outside any row (should not happen): never drop
                 await self._failed(StallError(f"unexpected data error outside the rows: {err}"))
                 continue
-            self._succeeded()
+            self._succeeded(committed=True)
             return stats
 
     async def startup(self, apply: bool) -> list[Checkpoint]:
@@ -145,7 +158,7 @@ class Sink:
             except asyncpg.PostgresError as exc:
                 await self._failed(classify(exc))
                 continue
-            self._succeeded()
+            self._succeeded(committed=False)
             return checkpoints
 
     async def _check_schema(self, conn: asyncpg.Connection, apply: bool) -> None:
@@ -192,7 +205,9 @@ class Sink:
                 await conn.execute("SELECT 1")
         except Exception as exc:
             self.health.last_error = self.redact(str(classify(exc)))
+            self.health.reachable = False
             return False
+        self.health.reachable = True
         return True
 
     def abort(self) -> None:

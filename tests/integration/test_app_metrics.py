@@ -30,9 +30,9 @@ from agent.ops.rollup import run_rollup
 from agent.ops.rollup_app import METRIC_TYPES as APP_METRIC_TYPES
 from agent.parse import parse
 from agent.sink.appdata import read_metrics, read_workflows
-from agent.sink.writer import Writer
 from agent.views.model import MetricFilter, WorkflowFilter
-from tests.factories import FileWriter, fake_hash, file_ref
+from tests.factories import FileWriter, file_ref
+from tests.integration.support import writer_on
 
 NOW = datetime(2026, 11, 1, 12, 30, 30, tzinfo=UTC)
 ALPHA = c.HISTOGRAM_RELATIVE_ERROR
@@ -109,7 +109,7 @@ async def commit_lines(conn: asyncpg.Connection, lines: list[bytes], fw: FileWri
         row = parse(data)
         assert isinstance(row, Row) and not row.warnings, (row, data)
         items.append(fw.item(row, data))
-    await Writer(conn, "app-metrics-test", fake_hash).commit(items)
+    await (await writer_on(conn, "app-metrics-test")).commit(items)
     return fw
 
 
