@@ -8,8 +8,9 @@ asyncpg's COPY asks the server for the table's column types before every COPY. A
 * At connect it tells whether the connection is *direct*: the process id the server announced
   in its BackendKeyData equals ``pg_backend_pid()`` only when nothing sits in between (a pooler
   answers the startup itself, with a cancel key of its own).
-* On a direct connection each statement is prepared once, under a name derived from its text
-  (the same name always means the same SQL), and then runs as Bind/Execute only. Through a
+* On a direct connection each statement is prepared once, under a name made of the session's
+  own number and the statement's text (two sessions on one connection never collide), and then
+  runs as Bind/Execute only. Through a
   pooler statements stay unnamed and are parsed in the transaction that runs them.
 * The column description a COPY needs is asked once per table and kept: it is client-side
   metadata (the codecs that encode the rows), true for any server connection behind a pooler.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
@@ -31,10 +33,12 @@ import asyncpg
 
 from agent import contract
 
+_sessions = itertools.count(1)
 
-def statement_name(sql: str) -> str:
-    """A prepared statement's name from its text: equal names mean equal statements."""
-    return "hypertail_" + hashlib.sha1(sql.encode(), usedforsecurity=False).hexdigest()[:20]
+
+def statement_name(session: int, sql: str) -> str:
+    """A prepared statement's name: the session's number and a digest of the statement's text."""
+    return f"hypertail_{session}_" + hashlib.sha1(sql.encode(), usedforsecurity=False).hexdigest()[:20]
 
 
 def _quote(name: str) -> str:
@@ -47,6 +51,7 @@ class Session:
     def __init__(self, conn: asyncpg.Connection, direct: bool) -> None:
         self.conn = conn
         self.direct = direct
+        self._number = next(_sessions)
         self._prepared: dict[str, Any] = {}  # SQL -> asyncpg PreparedStatement (direct only)
         self._copy: dict[str, tuple[str, Any]] = {}  # table -> (COPY statement, column codecs)
 
@@ -87,7 +92,7 @@ class Session:
     async def _statement(self, sql: str) -> Any:
         stmt = self._prepared.get(sql)
         if stmt is None:
-            stmt = self._prepared[sql] = await self.conn.prepare(sql, name=statement_name(sql))
+            stmt = self._prepared[sql] = await self.conn.prepare(sql, name=statement_name(self._number, sql))
         return stmt
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
