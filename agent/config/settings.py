@@ -62,6 +62,10 @@ class SourceSettings(_Section):
     paths: list[str] = Field(min_length=1)
     exclude: list[str] = Field(default_factory=list)
     start_at: Literal["beginning", "end"] = "beginning"
+    # What the lines are: JSON lines as agent.emit and structlog write them, or OTLP JSON Lines as
+    # OpenTelemetry's file exporters write them (each line a batch of spans, log records or metric
+    # data points; any other line is read as a structlog line). See docs/opentelemetry.md.
+    format: Literal["structlog", "otlp_json"] = "structlog"
     record_type_key: str = Field(default="record_type", min_length=1)
     # Ordinary log lines (no record_type_key): stored in observability.logs, or only counted.
     app_logs: Literal["store", "skip"] = "store"
