@@ -152,16 +152,18 @@ class OtlpDecoder:
         rows: list[Row] = []
         failed: list[tuple[str, str, str]] = []
         counted = total = 0
+        policy, now = self.app_logs, self._now
         for b in batches:
             g = Group.of(self.source, b.resource, b.scope)
             failed += b.failed
             total += len(b.items) + len(b.failed)
+            kind = b.signal.item
             for k, item in enumerate(b.items):
                 try:
-                    if b.signal.item is Span:
+                    if kind is Span:
                         span_rows(item, g, ids, rows)
-                    elif b.signal.item is LogRecord:
-                        if not log_rows(item, g, ids, rows, self.app_logs, self._now):
+                    elif kind is LogRecord:
+                        if not log_rows(item, g, ids, rows, policy, now):
                             counted += 1
                     else:
                         metric_rows(item, g, ids, rows)

@@ -38,7 +38,7 @@ deprecated ``gen_ai.prompt`` / ``gen_ai.completion`` texts, OpenLLMetry's indexe
 ``gen_ai.prompt.N.role``/``.content`` and ``gen_ai.completion.N.*`` (``llm.prompts.N.*`` and
 ``llm.completions.N.*`` before 2024-05), OpenInference's ``llm.input_messages.N.message.role``/
 ``.message.content`` and ``llm.output_messages.N.message.*``. The attributes that hold message
-content are :func:`content_key` s: the caller moves them to ``chat_messages`` when the span names
+content (:func:`scan` finds them): the caller moves them to ``chat_messages`` when the span names
 a conversation, else keeps them in ``metadata`` cut to the previews' length.
 """
 
@@ -96,9 +96,15 @@ _VALUE_PREVIEW: Final = (("input.value", "traceloop.entity.input", "gen_ai.promp
 _STRUCTURED_MAX: Final = 1 << 22  # message JSON text longer than this is not parsed into messages
 
 
-def content_key(key: str) -> bool:
-    """Whether attribute ``key`` holds message content (a prompt, a completion, a conversation)."""
-    return key in _CONTENT_NAMES or key.startswith(_CONTENT_PREFIXES)
+# Every name the schemes above read starts with one of these: a span with none is no GenAI span.
+_SCHEME_PREFIXES: Final = ("gen_ai.", "llm.", "openinference.", "traceloop.", "embedding.", "reranker.",
+                           "input.value", "output.value", "retrieval.", "db.vector.")
+
+
+def content_keys(attrs: dict[str, Any]) -> list[str]:
+    """The attributes that hold message content (a prompt, a completion, a conversation)."""
+    return [k for k in attrs if k.startswith(_SCHEME_PREFIXES)
+            and (k in _CONTENT_NAMES or k.startswith(_CONTENT_PREFIXES))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,19 +133,22 @@ class Llm:
     inputs: list[Message] = field(default_factory=list)
     outputs: list[Message] = field(default_factory=list)
     message_keys: list[str] = field(default_factory=list)  # the attributes the messages came from
+    content: list[str] = field(default_factory=list)  # the attributes that hold message content
 
 
-def span_type(attrs: dict[str, Any]) -> str:
-    """The span's type from the first naming scheme that says (see the module's table)."""
-    for key, names in _TYPE_KEYS:
-        v = attrs.get(key)
-        if type(v) is str and v:
-            low = v.lower()
-            t = names.get(low, low)
-            if t != "unknown" and len(t) <= 50:
-                return t
-    if _first(attrs, _PROVIDER_KEYS) is not None:
-        return "llm"
+def span_type(attrs: dict[str, Any], genai: bool = True) -> str:
+    """The span's type from the first naming scheme that says (see the module's table); ``genai``
+    False (:func:`scan`) skips the GenAI names."""
+    if genai:
+        for key, names in _TYPE_KEYS:
+            v = attrs.get(key)
+            if type(v) is str and v:
+                low = v.lower()
+                t = names.get(low, low)
+                if t != "unknown" and len(t) <= 50:
+                    return t
+        if _first(attrs, _PROVIDER_KEYS) is not None:
+            return "llm"
     if _first(attrs, _HTTP_KEYS) is not None:
         return "http"
     if _first(attrs, _DB_KEYS) is not None:
@@ -147,16 +156,41 @@ def span_type(attrs: dict[str, Any]) -> str:
     return c.DEFAULT_SPAN_TYPE
 
 
-def llm(attrs: dict[str, Any], content: list[str]) -> Llm:
-    """The LLM columns of a span's ``attrs``; ``content`` names its :func:`content_key` attributes."""
-    out = Llm(span_type(attrs))
-    model = _first(attrs, MODEL_KEYS)
+# Each column's names, ranked: the first present wins. One pass over a span's attributes finds them.
+_SLOTS: Final = (MODEL_KEYS, INPUT_TOKEN_KEYS, OUTPUT_TOKEN_KEYS, TEMPERATURE_KEYS, COST_KEYS)
+_MODEL, _INPUT, _OUTPUT, _TEMPERATURE, _COST = range(len(_SLOTS))
+_RANK: Final = {key: (slot, rank) for slot, keys in enumerate(_SLOTS) for rank, key in enumerate(keys)}
+
+
+def llm(attrs: dict[str, Any]) -> Llm:
+    """The LLM columns of a span's ``attrs`` (and its message attributes, ``content``), from one
+    pass over them: most spans of an app are no GenAI spans, and theirs end there."""
+    genai = False
+    content: list[str] = []
+    found: dict[int, tuple[int, Any]] = {}
+    for key, v in attrs.items():
+        if not key.startswith(_SCHEME_PREFIXES):
+            continue
+        genai = True
+        r = _RANK.get(key)
+        if r is not None:
+            old = found.get(r[0])
+            if v is not None and (old is None or r[1] < old[0]):
+                found[r[0]] = (r[1], v)
+        elif key in _CONTENT_NAMES or key.startswith(_CONTENT_PREFIXES):
+            content.append(key)
+    out = Llm(span_type(attrs, genai), content=content)
+    if not genai:
+        return out
+    model = found.get(_MODEL, (0, None))[1]
     if type(model) is str and 0 < len(model) <= 100 and "\x00" not in model:
         out.model = model
-    out.input_tokens = _count(_first(attrs, INPUT_TOKEN_KEYS))
-    out.output_tokens = _count(_first(attrs, OUTPUT_TOKEN_KEYS))
-    out.temperature = _temperature(attrs)
-    cost = _first(attrs, COST_KEYS)
+    out.input_tokens = _count(found.get(_INPUT, (0, None))[1])
+    out.output_tokens = _count(found.get(_OUTPUT, (0, None))[1])
+    out.temperature = _number(found.get(_TEMPERATURE, (0, None))[1])
+    if out.temperature is None:
+        out.temperature = _invocation_temperature(attrs)
+    cost = found.get(_COST, (0, None))[1]
     if cost is not None:
         with contextlib.suppress(pf.Invalid):
             out.cost_usd = pf.to_numeric(cost, _COST_F)
@@ -199,10 +233,8 @@ def _number(v: Any) -> float | None:
     return v if type(v) is float else None
 
 
-def _temperature(attrs: dict[str, Any]) -> float | None:
-    t = _number(_first(attrs, TEMPERATURE_KEYS))
-    if t is not None:
-        return t
+def _invocation_temperature(attrs: dict[str, Any]) -> float | None:
+    """The ``temperature`` of OpenInference's ``llm.invocation_parameters`` (JSON in text)."""
     params = attrs.get(_INVOCATION)
     if type(params) is str and len(params) <= _INVOCATION_MAX:
         try:

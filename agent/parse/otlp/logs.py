@@ -87,7 +87,7 @@ def log_rows(rec: LogRecord, g: Group, ids: LineIds, out: list[Row], policy: App
     if rec.event_name:
         meta[_EVENT_NAME] = rec.event_name
     body = any_value(rec.body)
-    content = [k for k in meta if genai.content_key(k)]
+    content = genai.content_keys(meta)
     if type(name) is str and name.startswith("gen_ai."):
         _chat(name, body, meta, content, at, trace_id, span_id, ids, out)
     elif content:
@@ -107,7 +107,7 @@ def _chat(name: str, body: Any, meta: dict[str, Any], content: list[str], at: da
           span_id: str | None, ids: LineIds, out: list[Row]) -> None:
     """The chat rows of a GenAI event that names a conversation (its content then leaves metadata)."""
     if name == _INFERENCE:
-        llm = genai.llm(meta, content)
+        llm = genai.llm(meta)
     else:
         llm = genai.Llm(conversation_id=genai.conversation(meta))
         msg = _body_message(name, body)

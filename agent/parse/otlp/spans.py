@@ -76,8 +76,8 @@ def span_rows(span: Span, g: Group, ids: LineIds, out: list[Row]) -> None:
     code = enum(span.status.code, _STATUS_CODES) if span.status is not None else 0
     status = c.FAILED if code == _ERROR else c.COMPLETED
     error_type, error_message = _error(span, meta, code)
-    content = [k for k in meta if genai.content_key(k)]
-    llm = genai.llm(meta, content)
+    llm = genai.llm(meta)
+    content = llm.content
     name = text(span.name, 255)
     if llm.conversation_id is not None and (llm.inputs or llm.outputs):
         answered = time_of(end_ns) or start

@@ -12,31 +12,34 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from agent import contract as c
-from agent.parse import fields as pf
 from agent.parse.otlp.schema import AnyValue, KeyValue
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _UINT64: Final = 2**64
 _b64decode: Final = binascii.a2b_base64
 _NUL: Final = "\x00"
+_fromhex: Final = bytes.fromhex
+_ZEROS: Final = {8: bytes(8), 16: bytes(16)}
 
 
 def otlp_id(value: str, size: int) -> str | None:
     """A trace id (``size`` 16 bytes) or span id (8) as lower-case hex, or ``None``: absent (``""``),
     all zero, or neither hex of any case nor (defensively: proto3's own JSON mapping writes bytes
     so, and some encoders followed it) base64 of exactly ``size`` bytes."""
+    if len(value) == 2 * size:
+        try:
+            raw = _fromhex(value)  # any case; whitespace would shorten it
+        except ValueError:
+            return None
+        return raw.hex() if len(raw) == size and raw != _ZEROS[size] else None
     if not value:
         return None
-    if len(value) == 2 * size:
-        return c.w3c_id(value, 2 * size)
     padded = value.replace("-", "+").replace("_", "/") + "=" * (-len(value) % 4)
     try:
         raw = _b64decode(padded, strict_mode=True)
     except (binascii.Error, ValueError):
         return None
-    if len(raw) != size or not raw.strip(b"\0"):
-        return None
-    return raw.hex()
+    return raw.hex() if len(raw) == size and raw != _ZEROS[size] else None
 
 
 def nanos(value: int | str | float) -> int | None:
@@ -50,14 +53,10 @@ def nanos(value: int | str | float) -> int | None:
 
 
 def time_of(ns: int | None) -> datetime | None:
-    """Nanoseconds since the epoch as an aware UTC datetime (microseconds: PostgreSQL's precision)."""
-    if ns is None:
-        return None
-    try:
-        at = _EPOCH + timedelta(microseconds=ns // 1000)
-    except OverflowError:
-        return None
-    return at if pf.TIME_MIN < at < pf.TIME_MAX else None
+    """Nanoseconds since the epoch (as :func:`nanos` gives them: 0 < ns < 2**64, so 1970 to 2554,
+    within what PostgreSQL stores) as an aware UTC datetime, to the microsecond (PostgreSQL's
+    precision)."""
+    return None if ns is None else _EPOCH + timedelta(microseconds=ns // 1000)
 
 
 def integer(value: int | str | float | None) -> int | None:
@@ -133,5 +132,7 @@ def any_value(v: AnyValue | None) -> Any:
 
 
 def attributes(kvs: list[KeyValue]) -> dict[str, Any]:
-    """A key-value list as one object (a key given twice: the last one wins, as in the SDKs)."""
-    return {kv.key: any_value(kv.value) for kv in kvs}
+    """A key-value list as one object (a key given twice: the last one wins, as in the SDKs).
+    Strings, most attributes, are taken without a call."""
+    return {kv.key: s if (v := kv.value) is not None and (s := v.string_value) is not None else any_value(v)
+            for kv in kvs}
