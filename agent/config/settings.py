@@ -83,7 +83,9 @@ class SourceSettings(_Section):
 class TailSettings(_Section):
     """How files are read. The defaults suit ordinary application logs."""
 
-    max_line_bytes: int = Field(default=1 << 20, ge=1024)
+    # An OpenTelemetry exporter writes a batch of up to 512 spans or log records a line: ~0.3 MiB
+    # for GenAI spans without message content, several MiB with it (bench/otel.py, docs/opentelemetry.md).
+    max_line_bytes: int = Field(default=16 << 20, ge=1024)
     oversize_prefix_bytes: int = Field(default=4096, ge=1)
     max_open_files: int = Field(default=256, ge=1)
     rescan_interval_ms: int = Field(default=1000, ge=10)
