@@ -6,7 +6,8 @@ column                 from the span
 =====================  ==============================================================================
 ``span_id``,           ``spanId``, ``traceId`` (hex of any case; base64 accepted); required, as is
 ``trace_id``           ``startTimeUnixNano``: without them the span cannot be a row
-``parent_span_id``     ``parentSpanId``; empty means a root, which also becomes a ``traces`` row
+``parent_span_id``     ``parentSpanId``; empty (or all zero) means a root, which also becomes a
+                       ``traces`` row
 ``timestamp``          ``startTimeUnixNano`` (the tables are partitioned by start time)
 ``duration_ms``        ``endTimeUnixNano`` - ``startTimeUnixNano``
 ``name``               ``name`` (cut to 255 characters)
@@ -71,7 +72,8 @@ def span_rows(span: Span, g: Group, ids: LineIds, out: list[Row]) -> None:
     meta = attributes(span.attributes)
     invalid: dict[str, Any] = {}
     parent = otlp_id(span.parent_span_id, 8)
-    if parent is None and span.parent_span_id:
+    root = not span.parent_span_id.strip("0")  # absent, or all zero as some encoders write "none"
+    if parent is None and not root:
         invalid["parentSpanId"] = span.parent_span_id
     code = enum(span.status.code, _STATUS_CODES) if span.status is not None else 0
     status = c.FAILED if code == _ERROR else c.COMPLETED
@@ -87,7 +89,6 @@ def span_rows(span: Span, g: Group, ids: LineIds, out: list[Row]) -> None:
         keep_content(meta, content, llm.message_keys)
     elif content:
         keep_content(meta, content, [])
-    root = not span.parent_span_id
     trace_meta = pf.json_text(g.scoped(dict(meta))) if root else ""
     kind = _KIND_NAMES.get(enum(span.kind, _KINDS))
     if kind is not None:

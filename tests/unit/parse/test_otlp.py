@@ -135,8 +135,13 @@ def test_a_span_and_its_columns() -> None:
 
 
 def test_only_a_span_without_a_parent_is_a_trace() -> None:
-    line = traces_line(span("00f067aa0ba902b7"), span("1111111111111111", parent="00f067aa0ba902b7"))
-    assert [r["_table"] for r in rows(line)] == ["spans", "traces", "spans"]
+    line = traces_line(span("00f067aa0ba902b7"), span("1111111111111111", parent="00f067aa0ba902b7"),
+                       span("2222222222222222", parent="0" * 16, trace_id="5" * 32),
+                       span("3333333333333333", parent="not-an-id"))
+    got = rows(line)
+    assert [r["_table"] for r in got] == ["spans", "traces", "spans", "spans", "traces", "spans"]
+    assert got[3]["parent_span_id"] is None and "_invalid" not in got[3]["metadata"]  # all zero: no parent
+    assert (got[5]["parent_span_id"], got[5]["metadata"]["_invalid"]) == (None, {"parentSpanId": "not-an-id"})
 
 
 def test_ids_of_any_case_and_in_base64() -> None:
