@@ -17,6 +17,9 @@ ends, and the block's tail hash is at hand for the file's checkpoint (:attr:`Bat
 * every other table keeps the *first* line of a key; a later line with the same key is dropped
   (``ON CONFLICT DO NOTHING``, within one statement as across statements).
 
+A line that holds many records (an OTLP batch, :class:`~agent.model.Rows`) counts as its records
+in the line's order, each under the same rule: an OTLP span exported twice is one row.
+
 Within a batch only records that must merge are keyed in memory (:func:`build_tables`); plain
 rows are grouped per table in arrival order and a repeated key is left to the database, which
 finds it for free while checking the key anyway.
@@ -27,13 +30,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import orjson
 
 from agent import contract
-from agent.model import AppLog, Block, DeadLetter, Item, Row
+from agent.model import AppLog, Block, DeadLetter, Item, Row, Rows
 
 # Columns that merge with "the final state wins" rules instead of "newest non-null wins".
 _STATUS = "status"
@@ -48,7 +51,8 @@ _KEY_OF: dict[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {t: itemgette
 _STATUS_INDEX = {t: cols.index(_STATUS) for t, cols in contract.COLUMNS.items() if _STATUS in cols}
 _METADATA_INDEX = {t: cols.index(_METADATA) for t, cols in contract.COLUMNS.items()}
 # Per-item overhead counted against the memory budget, on top of the line's bytes: measured with
-# tracemalloc at ~840 bytes for a parsed span line (Line, Item, Row and its values).
+# tracemalloc at ~840 bytes for a parsed span line (Line, Item, Row and its values). Counted once
+# more for every row of a line that holds many (an OTLP batch).
 ITEM_OVERHEAD = 1024
 
 Tails = dict[str, tuple[int, str]]
@@ -99,7 +103,7 @@ class Batcher:
         if not batch.items:
             batch.created = time.monotonic()
         batch.items += items
-        batch.nbytes += sum(map(len, block.data)) + ITEM_OVERHEAD * len(items)
+        batch.nbytes += sum(map(len, block.data)) + ITEM_OVERHEAD * (len(items) + _extra_rows(items))
         batch.tails[block.file.identity.key] = (block.end, block.tail)
 
     def fits(self, lines: int) -> bool:
@@ -125,6 +129,19 @@ class Batcher:
         return batch
 
 
+def _extra_rows(items: list[Item]) -> int:
+    """The rows of the lines that hold many (an OTLP line: up to hundreds, each costing about what a
+    line's row does)."""
+    n = 0
+    for r in map(_result_of, items):
+        if type(r) is Rows:
+            n += len(r.rows)
+    return n
+
+
+_result_of = attrgetter("result")
+
+
 @dataclass(slots=True)
 class Tables:
     """What one commit writes: plain rows to COPY, merged rows to upsert, and dead letters."""
@@ -142,36 +159,55 @@ def build_tables(items: Sequence[Item]) -> Tables:
 
     A plain row (COPY) whose key also has merge records in the batch joins them, at its place in
     arrival order, so one statement never touches a key twice and the merge sees the records in
-    the order they were written.
+    the order they were written. The rows of a :class:`~agent.model.Rows` (one OTLP line) take
+    their line's place, in the line's order; its dead letter, if any, is the line's.
     """
     out = Tables()
-    copy = out.copy
     merging: set[str] = set()
     for item in items:
         result = item.result
         if type(result) is Row:
-            table = result.table
-            if result.merge:
-                merging.add(table)
-            else:
-                rows = copy.get(table)
-                if rows is None:
-                    rows = copy[table] = []
-                rows.append(result.values)
-            if result.warnings:
-                out.warnings += len(result.warnings)
+            _add_row(out, merging, result)
+        elif type(result) is Rows:
+            for row in result.rows:
+                _add_row(out, merging, row)
+            if result.dead is not None:
+                out.dead.append((item, result.dead))
+            out.app_logs += result.app_logs
         elif type(result) is DeadLetter:
             out.dead.append((item, result))
         elif type(result) is AppLog:
             out.app_logs += 1
     for table in merging:
-        _merge_table(out, table, [item.result for item in _rows_of(items, table)])  # type: ignore[misc]
-    out.rows = sum(map(len, copy.values())) + sum(map(len, out.merge.values()))
+        _merge_table(out, table, _rows_of(items, table))
+    out.rows = sum(map(len, out.copy.values())) + sum(map(len, out.merge.values()))
     return out
 
 
-def _rows_of(items: Sequence[Item], table: str) -> list[Item]:
-    return [i for i in items if type(i.result) is Row and i.result.table == table]
+def _add_row(out: Tables, merging: set[str], row: Row) -> None:
+    table = row.table
+    if row.merge:
+        merging.add(table)
+    else:
+        rows = out.copy.get(table)
+        if rows is None:
+            rows = out.copy[table] = []
+        rows.append(row.values)
+    if row.warnings:
+        out.warnings += len(row.warnings)
+
+
+def _rows_of(items: Sequence[Item], table: str) -> list[Row]:
+    """``table``'s rows among ``items``, in arrival order (a line's rows in the line's order)."""
+    out: list[Row] = []
+    for i in items:
+        r = i.result
+        if type(r) is Row:
+            if r.table == table:
+                out.append(r)
+        elif type(r) is Rows:
+            out.extend(row for row in r.rows if row.table == table)
+    return out
 
 
 def _merge_table(out: Tables, table: str, rows: list[Row]) -> None:

@@ -162,7 +162,25 @@ class AppLog:
     fields: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
-ParseResult = Row | DeadLetter | AppLog
+class Rows(NamedTuple):
+    """The rows of one line that holds many records: an OTLP batch (spans, log records, metric
+    data points). The line is still the unit of exactly-once: all its rows commit in the
+    transaction that moves its file's checkpoint past it, or none do, and a line whose rows the
+    database refuses becomes one dead letter.
+
+    ``dead`` says what of the line could not become a row (an OTLP span without a valid id, say:
+    its first problem and how many there were); the line is then also a dead letter, beside the
+    rows it did give, so nothing of it is lost and a replay after a fix stores the rest.
+    ``app_logs`` counts the line's log records the source's policy only counts
+    (``app_logs = "skip"`` or below ``app_logs_min_level``).
+    """
+
+    rows: tuple[Row, ...]
+    dead: DeadLetter | None = None
+    app_logs: int = 0
+
+
+ParseResult = Row | DeadLetter | AppLog | Rows
 
 
 class Item(NamedTuple):

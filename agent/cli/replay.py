@@ -8,11 +8,12 @@ that becomes a row (:meth:`agent.sink.deadletters.DeadLetterStore.replay`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agent.cli.output import note, terminal_width
 from agent.config import Settings
-from agent.model import AppLog, Block, DeadLetter, FileIdentity, FileRef, Row
+from agent.model import Block, DeadLetter, FileIdentity, FileRef, Row, Rows
 from agent.ops.metrics import Metrics
 from agent.runner.parsing import LineParser
 from agent.sink.deadletters import DeadLetterFilter, DeadLetterStore, StoredDeadLetter
@@ -23,10 +24,11 @@ from agent.views.table import cut
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What a replay did with one dead letter: ``table`` it became a row of, or why it stays."""
+    """What a replay did with one dead letter: the ``tables`` of the rows it became (one per row:
+    an OTLP line becomes many), or why it stays."""
 
     dead: StoredDeadLetter
-    table: str | None = None
+    tables: tuple[str, ...] = ()
     left: str | None = None
 
 
@@ -63,11 +65,16 @@ class Replayer:
         result = item.result
         if isinstance(result, DeadLetter):
             return Outcome(dl, left=f"still a dead letter: {result.reason}")
-        if isinstance(result, AppLog) or not isinstance(result, Row):
+        if isinstance(result, Rows) and result.dead is not None:
+            return Outcome(dl, left=f"still a dead letter: {result.dead.reason}")
+        rows = (result,) if isinstance(result, Row) else result.rows if isinstance(result, Rows) else ()
+        if not rows:
+            if isinstance(result, Rows):
+                return Outcome(dl, left="its line holds no record to store")
             return Outcome(dl, left=f"an ordinary log line that source {dl.source!r} does not store (app_logs)")
-        if not self.dry_run and not await self.store.replay(dl.id, result):
+        if not self.dry_run and not await self.store.replay(dl.id, rows):
             return Outcome(dl, left="replayed meanwhile by another replay")
-        return Outcome(dl, table=result.table)
+        return Outcome(dl, tables=tuple(r.table for r in rows))
 
     async def _read_again(self, dl: StoredDeadLetter, key_identity: FileIdentity) -> bytes:
         known = await self.store.identity(dl.file_key)
@@ -108,18 +115,26 @@ async def replay(settings: Settings, dsn: str, f: DeadLetterFilter, *, dry_run: 
 
 def _line(o: Outcome, dry_run: bool) -> str:
     where = f"#{o.dead.id}  {o.dead.path}:{o.dead.byte_offset}"
-    if o.table is not None:
-        return f"{where}  {'would become' if dry_run else 'became'} a row of observability.{o.table}"
+    verb = "would become" if dry_run else "became"
+    if len(o.tables) == 1:
+        return f"{where}  {verb} a row of observability.{o.tables[0]}"
+    if o.tables:
+        return f"{where}  {verb} {len(o.tables)} rows ({_per_table(o.tables)})"
     return f"{where}  left: {o.left}"
 
 
+def _per_table(tables: Iterable[str]) -> str:
+    counts: dict[str, int] = {}
+    for t in tables:
+        counts[t] = counts.get(t, 0) + 1
+    return ", ".join(f"{t} {n}" for t, n in sorted(counts.items()))
+
+
 def _summary(outcomes: list[Outcome], dry_run: bool) -> str:
-    tables: dict[str, int] = {}
-    for o in outcomes:
-        if o.table is not None:
-            tables[o.table] = tables.get(o.table, 0) + 1
-    rows = sum(tables.values())
-    per = ", ".join(f"{t} {n}" for t, n in sorted(tables.items()))
+    replayed = sum(1 for o in outcomes if o.tables)
+    rows = [t for o in outcomes for t in o.tables]
+    per = _per_table(rows)
     verb = "would replay" if dry_run else "replayed"
-    return (f"{verb} {rows} of {len(outcomes)} dead letters into rows" + (f" ({per})" if per else "")
-            + f"; {len(outcomes) - rows} left")
+    into = f"{len(rows)} rows" if len(rows) != replayed else "rows"
+    return (f"{verb} {replayed} of {len(outcomes)} dead letters into {into}" + (f" ({per})" if per else "")
+            + f"; {len(outcomes) - replayed} left")

@@ -62,6 +62,10 @@ class SourceSettings(_Section):
     paths: list[str] = Field(min_length=1)
     exclude: list[str] = Field(default_factory=list)
     start_at: Literal["beginning", "end"] = "beginning"
+    # What the lines are: JSON lines as agent.emit and structlog write them, or OTLP JSON Lines as
+    # OpenTelemetry's file exporters write them (each line a batch of spans, log records or metric
+    # data points; any other line is read as a structlog line). See docs/opentelemetry.md.
+    format: Literal["structlog", "otlp_json"] = "structlog"
     record_type_key: str = Field(default="record_type", min_length=1)
     # Ordinary log lines (no record_type_key): stored in observability.logs, or only counted.
     app_logs: Literal["store", "skip"] = "store"
@@ -79,7 +83,9 @@ class SourceSettings(_Section):
 class TailSettings(_Section):
     """How files are read. The defaults suit ordinary application logs."""
 
-    max_line_bytes: int = Field(default=1 << 20, ge=1024)
+    # An OpenTelemetry exporter writes a batch of up to 512 spans or log records a line: ~0.3 MiB
+    # for GenAI spans without message content, several MiB with it (bench/otel.py, docs/opentelemetry.md).
+    max_line_bytes: int = Field(default=16 << 20, ge=1024)
     oversize_prefix_bytes: int = Field(default=4096, ge=1)
     max_open_files: int = Field(default=256, ge=1)
     rescan_interval_ms: int = Field(default=1000, ge=10)

@@ -1,4 +1,5 @@
-"""Bytes -> one :class:`Row`, :class:`DeadLetter` or :class:`AppLog`; pure, and it never raises.
+"""Bytes -> one :class:`Row`, :class:`DeadLetter` or :class:`AppLog` (an OTLP line: :class:`Rows`);
+pure, and it never raises.
 
 Two paths, one result. The typed path (:mod:`agent.parse.typed` for records,
 :class:`~agent.parse.applogs.LogDecoder` for ordinary log lines) decodes and checks a common line
@@ -8,8 +9,10 @@ contract applied field by field (:mod:`agent.parse.build`, converters in
 path takes a line only when its row is the tolerant path's, so which path ran never shows in
 the result (tests hold the two, and a reference, equal on generated lines of every kind).
 
-A :class:`Parser` is one source's parse: its discriminator key, what it does with ordinary log
-lines, and the app keys its typed decoders have learned. :func:`parse` is the same for one line
+A :class:`Parser` is one source's parse: its format, discriminator key, what it does with ordinary
+log lines, and the app keys its typed decoders have learned. A source of ``format = "otlp_json"``
+reads OTLP JSON Lines (:mod:`agent.parse.otlp`: one line, the rows of all its spans, log records or
+metric data points) and any other line as the structlog format does. :func:`parse` is the same for one line
 with a shared parser per discriminator key.
 """
 
@@ -21,15 +24,19 @@ from typing import Any, Final, TypeVar
 import orjson
 
 from agent import contract as c
-from agent.model import AppLog, DeadLetter, Row
+from agent.model import AppLog, DeadLetter, Row, Rows
 from agent.parse import fields as pf
 from agent.parse.applogs import AppLogPolicy, LogDecoder, level_of, log_row
 from agent.parse.build import PLANS, FallbackId, build_row, fallback
+from agent.parse.otlp import OtlpDecoder
 from agent.parse.typed import REFUSED, RecordDecoder
 
 __all__ = ["FallbackId", "Parser", "parse"]
 
-Result = Row | DeadLetter | AppLog
+Result = Row | DeadLetter | AppLog | Rows
+STRUCTLOG: Final = "structlog"
+OTLP_JSON: Final = "otlp_json"
+FORMATS: Final = (STRUCTLOG, OTLP_JSON)
 _BOM: Final = b"\xef\xbb\xbf"
 _KINDS_TEXT: Final = ", ".join(c.RECORD_KINDS)
 _MISSING: Final = object()
@@ -49,10 +56,11 @@ class Parser:
     """
 
     def __init__(self, record_type_key: str = c.DEFAULT_RECORD_TYPE_KEY, *,
-                 app_logs: AppLogPolicy | None = None, source: str = "") -> None:
+                 app_logs: AppLogPolicy | None = None, source: str = "", format: str = STRUCTLOG) -> None:
         self.key = record_type_key
         self.app_logs = app_logs
         self.source = source
+        self._otlp = OtlpDecoder(source, app_logs) if format == OTLP_JSON else None
         self._records = _typed(RecordDecoder, record_type_key)
         self._logs = _typed(LogDecoder, record_type_key) if app_logs is not None else None
         self._key_bytes = orjson.dumps(record_type_key)
@@ -63,8 +71,14 @@ class Parser:
         ``fallback_id`` supplies the deterministic id of a record without an id of its own and of
         a stored log line (the caller derives it from agent, file identity and offset); without it
         the id is a uuid5 of the line's bytes. Any unexpected failure becomes a dead letter too.
+        An OTLP line (``format = "otlp_json"``) becomes :class:`Rows`, its records' ids derived
+        from the line's.
         """
         try:
+            if self._otlp is not None:
+                rows = self._otlp.parse(data, lambda: fallback(data, fallback_id))
+                if rows is not None:
+                    return rows
             result = self.typed(data, fallback_id)
             return self.tolerant(data, fallback_id) if result is None else result
         except Exception as exc:  # the promise is "never raises": an internal bug is a dead letter

@@ -1,11 +1,12 @@
 """The parse step as the runner drives it: one tailed :class:`~agent.model.Block` to its items.
 
-An :class:`agent.parse.Parser` per source turns bytes into a row, an app log or a dead letter,
-with the source's discriminator key and app-log policy (its typed decoders learn the source's
-app keys); this module adds what only the runner knows: the line's place in its file (for the
-deterministic id of a record the app gave none, and of a stored log line) and the lines the
-tailer could not hand over whole (oversize, NUL runs). What is the same for every line of a
-block (its source's parser, the id prefix of its file) is looked up once per block.
+An :class:`agent.parse.Parser` per source turns bytes into a row, an app log or a dead letter (an
+OTLP line into its rows), with the source's format, discriminator key and app-log policy (its
+typed decoders learn the source's app keys); this module adds what only the runner knows: the
+line's place in its file (for the deterministic id of a record the app gave none, and of a stored
+log line) and the lines the tailer could not hand over whole (oversize, NUL runs). What is the
+same for every line of a block (its source's parser, the id prefix of its file) is looked up once
+per block.
 """
 
 from __future__ import annotations
@@ -62,14 +63,14 @@ class LineParser:
         self.settings = settings
         self.metrics = metrics
         self._parsers = {
-            s.name: Parser(s.record_type_key, source=s.name,
+            s.name: Parser(s.record_type_key, source=s.name, format=s.format,
                            app_logs=AppLogPolicy(s.app_logs == contract.APP_LOGS_STORE, s.app_logs_min_level))
             for s in settings.sources}
 
     def parse_block(self, block: Block) -> list[Item]:
         """Each line of ``block`` with its one result: a row, a dead letter, or an app log (a
-        ``logs`` row where its source stores them). Records without an id get one derived from
-        the line's place."""
+        ``logs`` row where its source stores them); an OTLP line's rows. Records without an id get
+        one derived from the line's place."""
         lines = block.lines()
         if block.oversize:
             return [Item(line, self._not_whole(line)) for line in lines]

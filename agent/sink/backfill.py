@@ -51,7 +51,7 @@ import asyncpg
 
 from agent import contract
 from agent.batcher import Tables
-from agent.model import Item, Row
+from agent.model import Item, Row, Rows
 from agent.sink.classify import classify
 
 # Decompress a chunk when rows_in_batch x compressed_batches >= DECOMPRESS_RATIO x chunk_rows:
@@ -137,16 +137,24 @@ def row_times(items: Sequence[Item], tables: Tables | None) -> dict[str, list[da
         return out
     out = {}
     for item in items:
-        r = item.result
-        if isinstance(r, Row):
+        for r in _rows(item):
             out.setdefault(r.table, []).append(r.values[_TIME_INDEX[r.table]])
     return out
 
 
-def row_time(item: Item) -> datetime | None:
-    """The data time of ``item``'s row (None for a dead letter or an uncounted app log line)."""
+def _rows(item: Item) -> tuple[Row, ...]:
     r = item.result
     if isinstance(r, Row):
+        return (r,)
+    return r.rows if isinstance(r, Rows) else ()
+
+
+def row_time(item: Item) -> datetime | None:
+    """The data time of ``item``'s row (its last row, for a line of many; None for a dead letter
+    or an uncounted app log line)."""
+    rows = _rows(item)
+    if rows:
+        r = rows[-1]
         value = r.values[_TIME_INDEX[r.table]]
         return value if isinstance(value, datetime) else None
     return None

@@ -1,9 +1,10 @@
 """``hypertail dead-letters``: read the dead letters, and replay one into its row exactly once.
 
 A replay is one transaction per dead letter: ``DELETE`` the dead letter (``RETURNING``: gone
-already means someone replayed it meanwhile, and nothing is written), then write its row with
-the writer's own statement (:func:`agent.sink.statements.upsert_sql`: merged into traces and
-spans, kept-first elsewhere, the deterministic id making a replayed line the same row). Both
+already means someone replayed it meanwhile, and nothing is written), then write its row (or an
+OTLP line's rows, one statement per table) with the writer's own statement
+(:func:`agent.sink.statements.upsert_sql`: merged into traces and spans, kept-first elsewhere, the
+deterministic ids making a replayed line the same rows). Both
 commit together or not at all, so a crash (``kill -9``) leaves the dead letter or the row,
 never both and never neither, and running the replay again finishes the job.
 
@@ -15,6 +16,7 @@ again from its file, whose identity the checkpoint keeps).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,12 +24,13 @@ from typing import Any
 import asyncpg
 
 from agent import contract
+from agent.batcher import merge_in_order
 from agent.config import DatabaseSettings, mask_dsn
 from agent.errors import CommandError
 from agent.model import Row
 from agent.sink.classify import DRIVER_ERRORS, one_line
 from agent.sink.connect import connect
-from agent.sink.statements import COLUMN_TYPES_SQL, upsert_sql
+from agent.sink.statements import COLUMN_TYPES_SQL, MERGE_TABLES, upsert_sql
 
 REPLAY_GRANT = ("GRANT SELECT, DELETE ON hypertail.dead_letters TO {role}; "
                 "GRANT SELECT ON hypertail.checkpoints TO {role};")
@@ -159,17 +162,24 @@ class DeadLetterStore:
         r = await self._run("reading checkpoints", self._c().fetchrow(IDENTITY_SQL, file_key))
         return None if r is None else FileIdentityRow(r["device"], r["inode"], r["fingerprint"], r["fingerprint_len"])
 
-    async def replay(self, dead_letter_id: int, row: Row) -> bool:
-        """Turn the dead letter into ``row`` in one transaction; False if it was gone already."""
+    async def replay(self, dead_letter_id: int, rows: Sequence[Row]) -> bool:
+        """Turn the dead letter into its ``rows`` (one, or an OTLP line's many) in one
+        transaction; False if it was gone already."""
         conn = self._c()
-        sql = await self._upsert(row.table)
+        tables: dict[str, list[tuple[Any, ...]]] = {}
+        for row in rows:
+            tables.setdefault(row.table, []).append(row.values)
+        sqls = {table: await self._upsert(table) for table in tables}
 
         async def transaction() -> bool:
             async with conn.transaction():
                 await conn.execute(f"SET LOCAL statement_timeout = {int(self.db.statement_timeout_ms)}")
                 if await conn.fetchval(DELETE_SQL, dead_letter_id) is None:
                     return False  # replayed meanwhile (by another replay): its row is there
-                await conn.execute(sql, *[[value] for value in row.values])
+                for table, values in tables.items():
+                    if table in MERGE_TABLES:  # one statement touches a key once: merge a line's repeats first
+                        values = merge_in_order(table, values)
+                    await conn.execute(sqls[table], *[list(col) for col in zip(*values, strict=True)])
             return True
 
         ok: bool = await self._run(f"replaying dead letter {dead_letter_id}", transaction())

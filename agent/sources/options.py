@@ -65,7 +65,7 @@ class TailOptions:
       so the runner keeps it no larger than ``batch.max_rows`` (see :mod:`.reader`).
     """
 
-    max_line_bytes: int = 1 << 20
+    max_line_bytes: int = 16 << 20
     oversize_prefix_bytes: int = 4096
     max_open_files: int = 256
     rescan_interval_s: float = 1.0

@@ -92,7 +92,7 @@ async def test_list_then_replay_after_widening_the_limit(agent: Agent, logs: Pat
     assert dry.returncode == 0 and "would replay 2 of 2 dead letters into rows (spans 2)" in dry.stdout, dry.stdout
     assert len(await dead_offsets(db)) == 2 and sum((await seqs(db)).values()) == 108
 
-    done = cli(agent, "--replay")  # tail.max_line_bytes is back at its default (1 MiB)
+    done = cli(agent, "--replay")  # tail.max_line_bytes is back at its default (16 MiB)
     assert done.returncode == 0 and "replayed 2 of 2 dead letters into rows (spans 2); 0 left" in done.stdout, done
     assert await dead_offsets(db) == []
     assert_exact(await seqs(db), 110)

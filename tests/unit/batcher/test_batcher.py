@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent import contract
-from agent.batcher import Batcher, FlushPolicy, build_tables, merge_in_order, merge_values
-from agent.model import AppLog, DeadLetter
+from agent.batcher import ITEM_OVERHEAD, Batcher, FlushPolicy, build_tables, merge_in_order, merge_values
+from agent.model import AppLog, DeadLetter, Rows
 from tests.factories import FileWriter, file_ref, span_row, trace_row
 
 TID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -66,6 +66,32 @@ def test_build_tables_groups_plain_rows_in_order_and_merges_merge_records() -> N
     merged = dict(zip(contract.COLUMNS["traces"], t.merge["traces"][0], strict=True))
     assert (merged["status"], merged["operation_type"], merged["duration_ms"]) == ("completed", "chat", 5)
     assert len(t.dead) == 1 and t.app_logs == 1 and t.rows == 4
+
+
+def test_the_rows_of_one_line_take_its_place_and_its_dead_letter_is_the_lines() -> None:
+    """An OTLP line (Rows): its rows join the tables in the line's order, between the lines around
+    it, a root's trace row merges with the others of its key, and what it could not store is the
+    line's dead letter; the log records its source only counts are counted."""
+    fw = FileWriter()
+    dead = DeadLetter("spans[3]: spanId: expected 16 hex digits", "spanId")
+    otlp = Rows((span_row(2), trace_row(TID, status="completed", duration_ms=9), span_row(3)), dead, 4)
+    items = [fw.item(span_row(1)), fw.item(trace_row(TID, status="in_progress", operation_type="chat")),
+             fw.item(otlp), fw.item(span_row(4)), fw.item(Rows((), None, 2))]
+    t = build_tables(items)
+    names = contract.COLUMNS["spans"].index("name")
+    assert [r[names] for r in t.copy["spans"]] == ["op-1", "op-2", "op-3", "op-4"]
+    [merged] = t.merge["traces"]
+    row = dict(zip(contract.COLUMNS["traces"], merged, strict=True))
+    assert (row["status"], row["operation_type"], row["duration_ms"]) == ("completed", "chat", 9)
+    assert t.dead == [(items[2], dead)]
+    assert (t.app_logs, t.rows) == (6, 5)
+
+
+def test_a_line_of_many_rows_counts_each_against_the_memory_budget() -> None:
+    b = Batcher(FlushPolicy(max_rows=10, max_bytes=10**9, max_age_s=9))
+    fw = FileWriter()
+    b.add_block(*fw.block([span_row(1), Rows(tuple(span_row(i) for i in range(2, 52)))]))
+    assert b.current.nbytes == 2 * 99 + ITEM_OVERHEAD * (2 + 50)
 
 
 @pytest.mark.parametrize("end_first", [True, False])

@@ -57,6 +57,9 @@ def _to_toml(data: dict[str, object]) -> str:
         ("[batch]\nmax_rows = \"many\"\n", "batch.max_rows", "integer"),
         ("[[sources]]\nname = \"b\"\npaths = []\n", "sources[1].paths", "at least 1"),
         ("[[sources]]\nname = \"b\"\npaths = [\"x\"]\nstart_at = \"middle\"\n", "sources[1].start_at", "middle"),
+        ("[[sources]]\nname = \"b\"\npaths = [\"x\"]\nformat = \"otlp-json\"\n", "sources[1].format",
+         "'structlog' or 'otlp_json'"),
+        ("[[sources]]\nname = \"b\"\npaths = [\"x\"]\nformt = \"otlp_json\"\n", "sources[1].formt", "unknown key"),
         ("[http]\nlisten = \"localhost\"\n", "http.listen", "host:port"),
         ("[http]\nlisten = \"0.0.0.0:99999\"\n", "http.listen", "99999"),
     ],
@@ -123,6 +126,14 @@ def test_check_config_prints_masked_effective_config(
     assert main(["check-config", str(write(tmp_path, BASE))]) == 0
     out = capsys.readouterr().out
     assert "canary-pw" not in out and "u:***@h" in out
+
+
+def test_check_config_accepts_an_otlp_json_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    otel = '[[sources]]\nname = "otel"\npaths = ["/var/log/app/*.jsonl"]\nformat = "otlp_json"\n'
+    path = write(tmp_path, BASE + otel)
+    assert [s.format for s in load_settings(path).sources] == ["structlog", "otlp_json"]  # default, then given
+    assert main(["check-config", str(path)]) == 0
+    assert '"format": "otlp_json"' in capsys.readouterr().out
 
 
 def test_missing_and_invalid_toml_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

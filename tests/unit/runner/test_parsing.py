@@ -104,3 +104,26 @@ def test_an_oversize_block_is_one_dead_letter_naming_its_size() -> None:
     assert isinstance(item.result, DeadLetter)
     assert item.result.reason.startswith("line is 5000 bytes, longer than tail.max_line_bytes")
     assert item.line == Line(APP, 10, 5010, b"{" * 16, True)
+
+
+def test_an_otlp_json_source_turns_a_line_into_the_rows_of_its_records() -> None:
+    """``format = "otlp_json"``: a line is the rows of all its records, their ids derived from the
+    line's place (the same line read again gives the same ids); a structlog source reads the same
+    line as an ordinary log line."""
+    from tests.otlp import log_record, logs_line, span, traces_line
+
+    s = Settings.model_validate({"agent": {"id": "agent-1"}, "sources": [
+        {"name": "otel", "paths": ["/logs/*.jsonl"], "format": "otlp_json"},
+        {"name": "app", "paths": ["/logs/*.log"]}]})
+    otel = FileRef("otel", "/logs/otel.jsonl", IDENT)
+    parser = LineParser(s, Metrics())
+    lines = [traces_line(span("00f067aa0ba902b7")), logs_line(log_record("a"), log_record("b"))]
+    first, second = parser.parse_block(block_of(otel, lines))
+    assert [r.table for r in first.result.rows] == ["spans", "traces"]  # type: ignore[union-attr]
+    ids = [r.values[0] for r in second.result.rows]  # type: ignore[union-attr]
+    again = LineParser(s, Metrics()).parse_block(block_of(otel, lines))[1]
+    assert [r.values[0] for r in again.result.rows] == ids and len(set(ids)) == 2  # type: ignore[union-attr]
+    moved = parser.parse_block(block_of(otel, lines[1:], start=second.line.start + 1))[0]
+    assert not set(ids) & {r.values[0] for r in moved.result.rows}  # type: ignore[union-attr]
+    [plain] = parser.parse_block(block_of(APP, lines[1:]))
+    assert type(plain.result) is Row and plain.result.table == contract.LOGS
